@@ -1,0 +1,130 @@
+"""The command line: a thin layer that parses options, calls the API and prints. One verb per task."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .console import GraspcheckError
+
+app = typer.Typer(
+    help="Tell from a camera image whether a robot grasp succeeded.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.command("train")
+def train_command(
+    data: Optional[Path] = typer.Argument(None, help="Dataset folder: one sub-folder per class, optionally inside train/ val/ test/."),
+    model: str = typer.Option("seednet", help="Architecture; see 'graspcheck models'."),
+    epochs: int = typer.Option(10, help="Training epochs."),
+    batch_size: int = typer.Option(32, help="Images per SGD step."),
+    lr: float = typer.Option(0.001, help="SGD learning rate."),
+    momentum: float = typer.Option(0.9, help="SGD momentum."),
+    weight_decay: float = typer.Option(0.0, help="SGD weight decay."),
+    img_size: int = typer.Option(224, help="Square input size in pixels."),
+    balance: str = typer.Option("loss", help="Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none."),
+    val_fraction: float = typer.Option(0.15, help="Share of episodes held out for validation when no val/ folder pins it."),
+    test_fraction: float = typer.Option(0.15, help="Share of episodes held out for testing when there is neither --test nor a test/ folder."),
+    test: Optional[Path] = typer.Option(None, help="Held-out test folder (class sub-folders)."),
+    test_every: int = typer.Option(2, help="Evaluate the test set every N epochs."),
+    save_every: int = typer.Option(2, help="Keep a checkpoint every N epochs."),
+    positive: Optional[str] = typer.Option(None, help="The class folder that means success, if its name does not tell."),
+    weights: Optional[Path] = typer.Option(None, help="Start from a local weight file (.safetensors, .pt, .pth)."),
+    threshold: float = typer.Option(0.5, help="Decision threshold on the probability of success stored in checkpoints."),
+    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the batch order."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN, a new one each run)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),
+) -> None:
+    """Train a classifier; the run folder gets config, split, metrics.csv, results.png and checkpoints."""
+    from .train import train
+
+    if resume is not None:
+        result = train(resume=resume)
+    else:
+        options = {k: v for k, v in locals().items() if k not in ("data", "resume", "overwrite", "train")}
+        options.update(test=str(test) if test else None, weights=str(weights) if weights else None, out=str(out) if out else None)
+        result = train(data, overwrite=overwrite, **options)
+    typer.echo(f"done: {result.run_dir}  best checkpoint {result.best}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
+    data: Path = typer.Argument(..., help="Class-folder dataset, a dataset with train/val/test folders, or a run's split.csv."),
+    split: Optional[str] = typer.Option(None, help="Which split of a split dataset or split.csv (default: test)."),
+    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's decision threshold."),
+    out: Optional[Path] = typer.Option(None, help="Folder for predictions.csv, mistakes.csv, metrics.json, mistakes.png (default: runs/evaluate/expN)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Per-class accuracy, precision/recall/F1 of success, confusion matrix and every wrongly classified image."""
+    from .evaluate import evaluate
+    from .report import plot_mistakes
+    from .train import new_run_dir
+
+    evaluation = evaluate(checkpoint, data, split=split, threshold=threshold, device=device)
+    folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
+    evaluation.write(folder)
+    names = evaluation.class_names
+    plot_mistakes([(str(s.path), names[s.label], p, prob) for s, p, prob in evaluation.mistakes()], folder / "mistakes.png")
+    typer.echo(evaluation.report())
+    typer.echo(f"written to {folder}")
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
+    paths: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of lines."),
+    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's decision threshold."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """One verdict per image: path, label, probability of success; a count per label at the end (on stderr)."""
+    from .predict import load
+
+    if as_json and as_csv:
+        raise GraspcheckError("choose one of --json and --csv")
+    model = load(checkpoint, device)
+    predictions = model.predict(paths, threshold=threshold, batch_size=batch_size)
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["source", "label", "success_probability"])
+        writer.writerows([p.source, p.label, f"{p.success_probability:.6f}"] for p in predictions)
+    else:
+        for p in predictions:
+            typer.echo(f"{p.source}\t{p.label}\t{p.success_probability:.4f}")
+    counts = {name: sum(p.label == name for p in predictions) for name in model.class_names}
+    typer.echo("  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images)", err=True)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the architectures that --model accepts."""
+    from .models import list_models
+
+    for name in list_models():
+        typer.echo(name)
+
+
+def main() -> None:
+    try:
+        app()
+    except GraspcheckError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; a training run can continue with: graspcheck train --resume RUN_FOLDER", err=True)
+        sys.exit(130)

@@ -1,0 +1,125 @@
+"""A loaded model that turns images into verdicts: the API behind ``graspcheck predict`` and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .checkpoint import CheckpointInfo, load_checkpoint
+from .console import GraspcheckError
+from .data import decode_paths, list_images
+from .models import create_model
+from .transforms import to_rgb
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    source: str
+    label: str
+    success_probability: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GraspcheckError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise GraspcheckError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its best checkpoint, else its last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / "weights" / name).is_file():
+                return path / "weights" / name
+        raise GraspcheckError(f"{path} is a folder without weights/best.safetensors; pass a checkpoint file or a run folder")
+    return path
+
+
+class GraspModel:
+    """Weights plus the preprocessing, class names and threshold they were trained with."""
+
+    def __init__(self, network: nn.Module, info: CheckpointInfo, device: torch.device | str = "cpu"):
+        self.info = info
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "GraspModel":
+        state, info = load_checkpoint(find_checkpoint(path))
+        network = create_model(info.model, len(info.class_names), info.preprocess.size)
+        network.load_state_dict(state)
+        return cls(network, info, resolve_device(device))
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        return self.info.class_names
+
+    @torch.inference_mode()
+    def success_probabilities(self, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """uint8 images (N, H, W, 3) at the model's input size -> probability of success for each, (N,)."""
+        chunks = []
+        for start in range(0, len(pixels), batch_size):
+            batch = self.info.preprocess.normalize(pixels[start : start + batch_size].to(self.device))
+            chunks.append(torch.softmax(self.network(batch).float(), dim=1)[:, 1].cpu())
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+    def verdicts(self, probabilities: torch.Tensor, threshold: float | None = None) -> list[str]:
+        cut = self.info.threshold if threshold is None else threshold
+        return [self.class_names[int(p >= cut)] for p in probabilities.tolist()]
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float | None = None, batch_size: int = 64) -> list[Prediction]:
+        """Verdicts for image files, folders (searched recursively), PIL images or RGB uint8 arrays.
+
+        Unreadable files are reported and left out of the result.
+        """
+        if isinstance(images, (str, Path, Image.Image, np.ndarray)):
+            images = [images]
+        sources, arrays, paths = [], [], []
+        for item in images:
+            if isinstance(item, (str, Path)):
+                paths.extend(expand_paths([item]))
+            else:
+                image = item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item, dtype=np.uint8))
+                arrays.append(torch.from_numpy(self.info.preprocess.resize(to_rgb(image))))
+                sources.append(f"<image {len(sources)}>")
+        pixels_from_files, kept, _ = decode_paths(paths, self.info.preprocess, description="predict")
+        pixels = torch.cat([torch.stack(arrays), pixels_from_files]) if arrays else pixels_from_files
+        sources += [str(paths[i]) for i in kept]
+        probabilities = self.success_probabilities(pixels, batch_size)
+        labels = self.verdicts(probabilities, threshold)
+        return [Prediction(s, l, float(p)) for s, l, p in zip(sources, labels, probabilities.tolist())]
+
+
+def expand_paths(items: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders as the images below them; a missing path is an error."""
+    paths = []
+    for item in items:
+        item = Path(item)
+        if item.is_dir():
+            paths.extend(list_images(item))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise GraspcheckError(f"{item} does not exist; pass image files or folders")
+    return paths
+
+
+def load(path: str | Path, device: str = "auto") -> GraspModel:
+    """Load a checkpoint (or a run folder's best one) for prediction: ``graspcheck.load(path).predict(images)``."""
+    return GraspModel.load(path, device)

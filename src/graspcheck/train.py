@@ -1,0 +1,352 @@
+"""The training loop: the seed's recipe (SGD + cross-entropy at 224x224, 10 epochs, a test table every 2nd
+epoch, a checkpoint every 2nd epoch) with its mistakes fixed and a run folder that holds everything.
+
+Run folder::
+
+    config.json        the options of the run (enough to resume it)
+    split.csv          every image with its label, episode and split
+    metrics.csv        one row per epoch
+    results.png        loss and per-class accuracy per epoch
+    weights/           epoch_002.safetensors ..., best.safetensors, last.safetensors
+    train_state.pt     optimizer and history after the last finished epoch, for --resume
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointInfo, atomic_replace, atomic_write, load_train_state, save_checkpoint, save_train_state
+from .console import GraspcheckError, log, progress
+from .data import DecodedImages, Sample, decode_images, scan_dataset, split_by_episode, write_split_csv
+from .evaluate import Evaluation, evaluate_decoded
+from .models import create_model, load_pretrained
+from .predict import GraspModel, resolve_device
+from .report import plot_history
+from .transforms import Preprocess
+
+BALANCE_MODES = ("loss", "sampler", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Every recipe choice, with defaults that reproduce the seed notebook."""
+
+    data: str
+    model: str = "seednet"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    img_size: int = 224
+    balance: str = "loss"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15  # used only when there is no --test folder and no test/ split folder
+    test: str | None = None
+    test_every: int = 2
+    save_every: int = 2
+    positive: str | None = None
+    weights: str | None = None
+    threshold: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+    def validate(self) -> None:
+        if self.balance not in BALANCE_MODES:
+            raise GraspcheckError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
+        for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise GraspcheckError(f"--{name.replace('_', '-')} must be at least 1")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise GraspcheckError("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+        if not 0 < self.threshold < 1:
+            raise GraspcheckError("--threshold must be between 0 and 1")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    history: list[dict] = field(default_factory=list)
+
+
+EpochCallback = Callable[[int, dict], None]
+
+
+def train(
+    data: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    callbacks: list[EpochCallback] | None = None,
+    **options,
+) -> TrainResult:
+    """Train a grasp-success classifier, or resume an interrupted run (``resume=RUN_DIR``).
+
+    options are the fields of TrainConfig (model, epochs, batch_size, lr, ...). callbacks are called as
+    ``callback(epoch, metrics_row)`` after each epoch's files are written. overwrite allows --out to
+    name an existing run folder, which is then replaced.
+    """
+    if resume is not None:
+        return _Run.resume(Path(resume)).fit(callbacks or [])
+    if data is None:
+        raise GraspcheckError("pass a dataset folder to train on, or resume=RUN to continue a run")
+    config = TrainConfig(data=str(data), **options)
+    config.validate()
+    return _Run.start(config, overwrite).fit(callbacks or [])
+
+
+def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("runs/train")) -> Path:
+    """A fresh run folder: --out as given (never an existing one unless overwrite), else base/expN."""
+    if out is None:
+        n = 1
+        while (base / f"exp{n if n > 1 else ''}").exists():
+            n += 1
+        run_dir = base / f"exp{n if n > 1 else ''}"
+    else:
+        run_dir = Path(out)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise GraspcheckError(f"{run_dir} exists and is not empty; choose another --out or pass --overwrite")
+            if not (run_dir / "config.json").is_file():
+                raise GraspcheckError(f"{run_dir} is not a graspcheck run folder; refusing to overwrite it")
+            shutil.rmtree(run_dir)
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _make_splits(config: TrainConfig) -> tuple[tuple[str, str], dict[str, list[Sample]]]:
+    scanned = scan_dataset(config.data, config.positive)
+    class_names = scanned.class_names
+    test_dir = Path(config.test) if config.test else None
+    if scanned.pinned:
+        splits = {name: list(members) for name, members in scanned.splits.items()}
+        if "val" not in splits and config.val_fraction > 0:
+            splits.update(split_by_episode(splits["train"], {"val": config.val_fraction}, config.seed))
+    else:
+        fractions = {"val": config.val_fraction}
+        if test_dir is None:
+            fractions["test"] = config.test_fraction
+        splits = split_by_episode(scanned.splits["all"], fractions, config.seed)
+    if test_dir is not None:
+        test = scan_dataset(test_dir, class_names=class_names)
+        if test.pinned:
+            raise GraspcheckError(f"--test {test_dir} has split folders; pass the folder that holds the class folders")
+        splits["test"] = test.splits["all"]
+    return class_names, {name: members for name, members in splits.items() if members}
+
+
+def _read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[Sample]]:
+    index = {name: i for i, name in enumerate(class_names)}
+    splits: dict[str, list[Sample]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            splits.setdefault(row["split"], []).append(Sample(Path(row["path"]), index[row["label"]], row["episode"]))
+    return splits
+
+
+class _Run:
+    """The state of one training run: data, model, optimizer and history, and the files of its folder."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, class_names: tuple[str, str], splits: dict[str, list[Sample]]):
+        self.config = config
+        self.run_dir = run_dir
+        self.class_names = class_names
+        self.device = resolve_device(config.device)
+        self.preprocess = Preprocess(size=(config.img_size, config.img_size))
+        self.images: dict[str, DecodedImages] = {}
+        for name in ("train", "val", "test"):
+            if name in splits:
+                self.images[name] = decode_images(splits[name], self.preprocess, f"decode {name}")
+        skipped = sum(len(d.skipped) for d in self.images.values())
+        if skipped:
+            log(f"skipped {skipped} unreadable image(s); see the lines above")
+        train_labels = self.images["train"].labels
+        if len(train_labels.unique()) < 2:
+            raise GraspcheckError("the training split lacks readable images of one class; add images of both classes")
+
+        torch.manual_seed(config.seed)
+        self.network = create_model(config.model, 2, self.preprocess.size).to(self.device)
+        if config.weights:
+            loaded, total = load_pretrained(self.network, config.weights)
+            log(f"loaded {loaded}/{total} tensors from {config.weights}")
+        self.optimizer = torch.optim.SGD(
+            self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        counts = torch.bincount(train_labels, minlength=2).float()
+        class_weights = counts.sum() / (2 * counts) if config.balance == "loss" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(self.device) if class_weights is not None else None)
+        self.sample_weights = (1.0 / counts)[train_labels] if config.balance == "sampler" else None
+        self.history: list[dict] = []
+        self.best_key: tuple[float, float] | None = None
+
+    @classmethod
+    def start(cls, config: TrainConfig, overwrite: bool = False) -> "_Run":
+        class_names, splits = _make_splits(config)
+        run_dir = new_run_dir(config.out, overwrite)
+        config.out = str(run_dir)
+        with atomic_write(run_dir / "config.json") as f:
+            json.dump({**asdict(config), "class_names": list(class_names)}, f, indent=2)
+        write_split_csv(run_dir / "split.csv", splits, class_names)
+        counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
+        log(f"run folder {run_dir}; images per split: {counts}")
+        return cls(config, run_dir, class_names, splits)
+
+    @classmethod
+    def resume(cls, run_dir: Path) -> "_Run":
+        config_path, state_path = run_dir / "config.json", run_dir / "train_state.pt"
+        if not config_path.is_file():
+            raise GraspcheckError(f"{run_dir} is not a graspcheck run folder (no config.json); pass the folder of the run to resume")
+        if not state_path.is_file():
+            raise GraspcheckError(f"{run_dir} has not finished an epoch yet (no train_state.pt); start it again instead")
+        saved = json.loads(config_path.read_text())
+        config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+        class_names = tuple(saved["class_names"])
+        run = cls(config, run_dir, class_names, _read_split_csv(run_dir / "split.csv", class_names))
+        state = load_train_state(state_path)
+        run.network.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.history = state["history"]
+        run.best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
+        log(f"resuming {run_dir} after epoch {len(run.history)} of {config.epochs}")
+        return run
+
+    def fit(self, callbacks: list[EpochCallback]) -> TrainResult:
+        config = self.config
+        bar = progress(range(len(self.history) + 1, config.epochs + 1), desc="epochs", unit="epoch")
+        for epoch in bar:
+            started = time.perf_counter()
+            train_loss, train_eval = self._train_one_epoch(epoch)
+            row = {"epoch": epoch, "train_loss": train_loss}
+            row.update(self._accuracies("train", train_eval))
+            if "val" in self.images:
+                val_eval = self._evaluate("val")
+                row["val_loss"] = self._loss_of(val_eval)
+                row.update(self._accuracies("val", val_eval))
+                row["val_balanced_acc"] = val_eval.balanced_accuracy
+            if "test" in self.images and (epoch % config.test_every == 0 or epoch == config.epochs):
+                test_eval = self._evaluate("test")
+                row.update(self._accuracies("test", test_eval))
+                row["test_balanced_acc"] = test_eval.balanced_accuracy
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["seconds"] = time.perf_counter() - started
+            self.history.append(row)
+            log(self._epoch_line(row))
+            if "test_balanced_acc" in row:
+                log(f"Test after epoch {epoch}:\n  " + test_eval.class_table().replace("\n", "\n  "))
+            self._save(epoch, row)
+            for callback in callbacks:
+                callback(epoch, row)
+        weights = self.run_dir / "weights"
+        return TrainResult(self.run_dir, weights / "best.safetensors", weights / "last.safetensors", self.history)
+
+    def _train_one_epoch(self, epoch: int) -> tuple[float, Evaluation]:
+        """One pass over the training split; returns the mean loss and the running per-class accuracy."""
+        # Seeding per epoch (not once per run) makes a resumed run repeat exactly what an uninterrupted one does.
+        generator = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
+        torch.manual_seed(self.config.seed * 100003 + epoch)
+        images = self.images["train"]
+        n = len(images)
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        labels = images.labels
+        self.network.train()
+        total_loss, seen = 0.0, 0
+        probabilities = torch.empty(n)
+        batches = [order[i : i + self.config.batch_size] for i in range(0, n, self.config.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()  # BatchNorm cannot train on a batch of one
+        for batch in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
+            x = self.preprocess.normalize(images.pixels[batch].to(self.device))
+            y = labels[batch].to(self.device)
+            logits = self.network(x)
+            loss = self.loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            probabilities[batch] = torch.softmax(logits.detach().float(), 1)[:, 1].cpu()
+        used = torch.cat(batches)
+        samples = [images.samples[i] for i in used.tolist()]
+        running = Evaluation(self.class_names, samples, probabilities[used], self.config.threshold)
+        return total_loss / seen, running
+
+    def _model(self) -> GraspModel:
+        return GraspModel(self.network, self._info(0, {}), self.device)
+
+    def _evaluate(self, split: str) -> Evaluation:
+        return evaluate_decoded(self._model(), self.images[split])
+
+    def _loss_of(self, evaluation: Evaluation) -> float:
+        p = evaluation.probabilities.clamp(1e-7, 1 - 1e-7)
+        y = evaluation.labels.float()
+        return float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
+
+    def _accuracies(self, split: str, evaluation: Evaluation) -> dict:
+        return {f"{split}_acc_{name}": (c / t if t else None) for name, c, t in evaluation.per_class()}
+
+    def _epoch_line(self, row: dict) -> str:
+        parts = [f"epoch {row['epoch']}/{self.config.epochs}", f"loss {row['train_loss']:.4f}"]
+        if "val_loss" in row:
+            parts.append(f"val_loss {row['val_loss']:.4f}")
+        for split in ("train", "val"):
+            accs = [f"{name} {row[f'{split}_acc_{name}']:.3f}" for name in self.class_names if row.get(f"{split}_acc_{name}") is not None]
+            if accs:
+                parts.append(f"{split} acc: " + " ".join(accs))
+        parts.append(f"{row['seconds']:.1f}s")
+        return "  ".join(parts)
+
+    def _info(self, epoch: int, metrics: dict) -> CheckpointInfo:
+        return CheckpointInfo(self.config.model, self.preprocess, self.class_names, self.config.threshold, epoch, metrics)
+
+    def _save(self, epoch: int, row: dict) -> None:
+        weights = self.run_dir / "weights"
+        info = self._info(epoch, {k: v for k, v in row.items() if v is not None})
+        save_checkpoint(weights / "last.safetensors", self.network, info)
+        if epoch % self.config.save_every == 0 or epoch == self.config.epochs:
+            _copy(weights / "last.safetensors", weights / f"epoch_{epoch:03d}.safetensors")
+        # Best by validation balanced accuracy, ties broken by lower validation loss; without a
+        # validation split the last epoch is the best one can tell.
+        key = (row["val_balanced_acc"], -row["val_loss"]) if "val_loss" in row else (float(epoch), 0.0)
+        if self.best_key is None or key > tuple(self.best_key):
+            self.best_key = key
+            _copy(weights / "last.safetensors", weights / "best.safetensors")
+        self._write_metrics()
+        plot_history(self.history, self.class_names, self.run_dir / "results.png")
+        save_train_state(
+            self.run_dir / "train_state.pt",
+            {
+                "model": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "history": self.history,
+                "best_key": list(self.best_key),
+            },
+        )
+
+    def _write_metrics(self) -> None:
+        columns = ["epoch", "train_loss", "val_loss"]
+        for split in ("train", "val", "test"):
+            columns += [f"{split}_acc_{name}" for name in self.class_names]
+        columns += ["val_balanced_acc", "test_balanced_acc", "lr", "seconds"]
+        with atomic_write(self.run_dir / "metrics.csv") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in self.history)
+
+
+def _copy(source: Path, destination: Path) -> None:
+    atomic_replace(destination, lambda tmp: shutil.copyfile(source, tmp))
