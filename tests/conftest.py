@@ -16,3 +16,15 @@ def _work_in_tmp(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), episodes_per_class=12, frames=4)
+
+
+# A seednet small and quick enough for CPU tests; it learns the generated sets within a few epochs.
+FAST = dict(model="seednet", img_size=32, lr=0.01, batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, tmp_path_factory):
+    import graspcheck
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    return graspcheck.train(dataset, epochs=6, seed=2, out=str(out), **FAST)

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointInfo, atomic_replace, atomic_write, load_train
 from .console import GraspcheckError, log, progress
 from .data import DecodedImages, Sample, decode_images, scan_dataset, split_by_episode, write_split_csv
 from .evaluate import Evaluation, evaluate_decoded
-from .models import create_model, load_pretrained
+from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
 from .report import plot_history
 from .transforms import Preprocess
@@ -62,6 +62,8 @@ class TrainConfig:
     out: str | None = None
 
     def validate(self) -> None:
+        if self.model not in list_models():
+            raise GraspcheckError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
         if self.balance not in BALANCE_MODES:
             raise GraspcheckError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
@@ -126,6 +128,22 @@ def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("run
     return run_dir
 
 
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Loss weights that make each class count as much as the other: n / (2 * n_class)."""
+    counts = torch.bincount(labels, minlength=2).float()
+    return counts.sum() / (2 * counts)
+
+
+def epoch_order(labels: torch.Tensor, balance: str, seed: int) -> torch.Tensor:
+    """The training images of one epoch, in order: a shuffle, or with balance="sampler" a draw with
+    replacement in which each class is equally likely."""
+    generator = torch.Generator().manual_seed(seed)
+    if balance == "sampler":
+        per_sample = (1.0 / torch.bincount(labels, minlength=2).float())[labels]
+        return torch.multinomial(per_sample, len(labels), replacement=True, generator=generator)
+    return torch.randperm(len(labels), generator=generator)
+
+
 def _make_splits(config: TrainConfig) -> tuple[tuple[str, str], dict[str, list[Sample]]]:
     scanned = scan_dataset(config.data, config.positive)
     class_names = scanned.class_names
@@ -159,7 +177,7 @@ def _read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[
 class _Run:
     """The state of one training run: data, model, optimizer and history, and the files of its folder."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, class_names: tuple[str, str], splits: dict[str, list[Sample]]):
+    def __init__(self, config: TrainConfig, class_names: tuple[str, str], splits: dict[str, list[Sample]], run_dir: Path | None = None):
         self.config = config
         self.run_dir = run_dir
         self.class_names = class_names
@@ -184,24 +202,24 @@ class _Run:
         self.optimizer = torch.optim.SGD(
             self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-        counts = torch.bincount(train_labels, minlength=2).float()
-        class_weights = counts.sum() / (2 * counts) if config.balance == "loss" else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(self.device) if class_weights is not None else None)
-        self.sample_weights = (1.0 / counts)[train_labels] if config.balance == "sampler" else None
+        weight = class_weights(train_labels).to(self.device) if config.balance == "loss" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight)
         self.history: list[dict] = []
         self.best_key: tuple[float, float] | None = None
 
     @classmethod
     def start(cls, config: TrainConfig, overwrite: bool = False) -> "_Run":
         class_names, splits = _make_splits(config)
-        run_dir = new_run_dir(config.out, overwrite)
-        config.out = str(run_dir)
-        with atomic_write(run_dir / "config.json") as f:
+        run = cls(config, class_names, splits)
+        # The folder is made only once data and model are known to be usable: a failed start leaves nothing.
+        run.run_dir = new_run_dir(config.out, overwrite)
+        config.out = str(run.run_dir)
+        with atomic_write(run.run_dir / "config.json") as f:
             json.dump({**asdict(config), "class_names": list(class_names)}, f, indent=2)
-        write_split_csv(run_dir / "split.csv", splits, class_names)
+        write_split_csv(run.run_dir / "split.csv", splits, class_names)
         counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
-        log(f"run folder {run_dir}; images per split: {counts}")
-        return cls(config, run_dir, class_names, splits)
+        log(f"run folder {run.run_dir}; images per split: {counts}")
+        return run
 
     @classmethod
     def resume(cls, run_dir: Path) -> "_Run":
@@ -213,7 +231,7 @@ class _Run:
         saved = json.loads(config_path.read_text())
         config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
         class_names = tuple(saved["class_names"])
-        run = cls(config, run_dir, class_names, _read_split_csv(run_dir / "split.csv", class_names))
+        run = cls(config, class_names, _read_split_csv(run_dir / "split.csv", class_names), run_dir)
         state = load_train_state(state_path)
         run.network.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -254,15 +272,11 @@ class _Run:
     def _train_one_epoch(self, epoch: int) -> tuple[float, Evaluation]:
         """One pass over the training split; returns the mean loss and the running per-class accuracy."""
         # Seeding per epoch (not once per run) makes a resumed run repeat exactly what an uninterrupted one does.
-        generator = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
         torch.manual_seed(self.config.seed * 100003 + epoch)
         images = self.images["train"]
         n = len(images)
-        if self.sample_weights is not None:
-            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
-        else:
-            order = torch.randperm(n, generator=generator)
         labels = images.labels
+        order = epoch_order(labels, self.config.balance, self.config.seed * 100003 + epoch)
         self.network.train()
         total_loss, seen = 0.0, 0
         probabilities = torch.empty(n)

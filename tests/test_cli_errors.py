@@ -1,0 +1,66 @@
+"""Every bad input stops with one line that says what to do: no traceback, exit status 2."""
+
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+import torch
+
+from test_predict_evaluate import run_cli
+
+
+def _assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_missing_dataset(tmp_path):
+    _assert_one_line_error(run_cli("train", tmp_path / "nowhere"), "does not exist")
+
+
+def test_dataset_with_one_class(tmp_path):
+    (tmp_path / "success").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "success" / "a.png")
+    _assert_one_line_error(run_cli("train", tmp_path), "exactly two class folders")
+
+
+def test_empty_class_folder(tmp_path):
+    (tmp_path / "success").mkdir()
+    (tmp_path / "not_success").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "success" / "a.png")
+    _assert_one_line_error(run_cli("train", tmp_path), "no images", "not_success")
+
+
+@pytest.mark.parametrize("kind", ["text", "safetensors_without_metadata", "missing"])
+def test_checkpoint_that_is_not_one(tmp_path, kind):
+    path = tmp_path / "model.safetensors"
+    if kind == "text":
+        path.write_text("hello")
+    elif kind == "safetensors_without_metadata":
+        save_file({"w": torch.zeros(2)}, str(path))
+    message = "does not exist" if kind == "missing" else "not a graspcheck checkpoint"
+    _assert_one_line_error(run_cli("predict", path, tmp_path), message)
+
+
+def test_existing_run_folder(dataset, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    _assert_one_line_error(run_cli("train", dataset, "--out", tmp_path / "run"), "--overwrite")
+    _assert_one_line_error(run_cli("train", dataset, "--out", tmp_path / "run", "--overwrite"), "not a graspcheck run folder")
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_unknown_model_and_bad_options(dataset):
+    _assert_one_line_error(run_cli("train", dataset, "--model", "nope"), "unknown model")
+    _assert_one_line_error(run_cli("train", dataset, "--balance", "magic"), "--balance")
+
+
+def test_missing_image_to_predict(trained, tmp_path):
+    _assert_one_line_error(run_cli("predict", trained.best, tmp_path / "none.png"), "does not exist")
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path):
+    _assert_one_line_error(run_cli("train", "--resume", tmp_path), "not a graspcheck run folder")

@@ -1,0 +1,97 @@
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import graspcheck
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "graspcheck", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def _split_paths(run_dir, split):
+    with open(run_dir / "split.csv") as f:
+        return [(r["path"], r["label"]) for r in csv.DictReader(f) if r["split"] == split]
+
+
+def test_predict_agrees_with_evaluate_on_the_same_images(trained):
+    evaluation = graspcheck.evaluate(trained.best, trained.run_dir / "split.csv", split="val")
+    model = graspcheck.load(trained.best)
+    predictions = {p.source: p for p in model.predict([s.path for s in evaluation.samples])}
+    for sample, probability, predicted in zip(evaluation.samples, evaluation.probabilities.tolist(), evaluation.predicted.tolist()):
+        p = predictions[str(sample.path)]
+        assert p.success_probability == pytest.approx(probability, abs=1e-6)
+        assert p.label == evaluation.class_names[predicted]
+
+
+def test_evaluation_metrics_are_consistent(trained):
+    ev = graspcheck.evaluate(trained.run_dir, trained.run_dir / "split.csv", split="test")
+    m = ev.confusion
+    assert sum(map(sum, m)) == len(ev.samples) == len(_split_paths(trained.run_dir, "test"))
+    assert ev.accuracy == pytest.approx((m[0][0] + m[1][1]) / len(ev.samples))
+    tp, fp, fn = m[1][1], m[0][1], m[1][0]
+    assert ev.precision == pytest.approx(tp / (tp + fp) if tp + fp else 0)
+    assert ev.recall == pytest.approx(tp / (tp + fn) if tp + fn else 0)
+    assert len(ev.mistakes()) == m[0][1] + m[1][0]
+
+
+def test_a_raised_threshold_never_adds_success_verdicts(trained):
+    images = [p for p, _ in _split_paths(trained.run_dir, "val")]
+    model = graspcheck.load(trained.best)
+    low = sum(p.label == "success" for p in model.predict(images, threshold=0.3))
+    high = sum(p.label == "success" for p in model.predict(images, threshold=0.9))
+    assert high <= low
+
+
+def test_predict_accepts_arrays_and_pil_images(trained):
+    model = graspcheck.load(trained.best)
+    path, _ = _split_paths(trained.run_dir, "val")[0]
+    with Image.open(path) as image:
+        pil = image.convert("RGB")
+    from_file, from_pil, from_array = model.predict([path, pil, np.asarray(pil)])
+    assert from_pil.success_probability == pytest.approx(from_file.success_probability, abs=1e-6)
+    assert from_array.success_probability == pytest.approx(from_file.success_probability, abs=1e-6)
+
+
+def test_cli_predict_prints_lines_json_and_csv(trained, dataset):
+    folder = dataset / "success"
+    lines = run_cli("predict", trained.best, folder)
+    assert lines.returncode == 0, lines.stderr
+    rows = [line.split("\t") for line in lines.stdout.splitlines()]
+    assert len(rows) == 48 and all(r[1] in ("success", "not_success") for r in rows)
+    assert "success:" in lines.stderr and "(of 48 images)" in lines.stderr
+
+    as_json = json.loads(run_cli("predict", trained.best, folder, "--json").stdout)
+    as_csv = list(csv.DictReader(run_cli("predict", trained.best, folder, "--csv").stdout.splitlines()))
+    assert [j["source"] for j in as_json] == [c["source"] for c in as_csv] == [r[0] for r in rows]
+    assert [round(j["success_probability"], 4) for j in as_json] == [float(r[2]) for r in rows]
+
+
+def test_cli_evaluate_writes_its_report(trained, tmp_path):
+    result = run_cli("evaluate", trained.run_dir, trained.run_dir / "split.csv", "--split", "val", "--out", tmp_path / "ev", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Not success:" in result.stdout and "Confusion matrix" in result.stdout and "F1" in result.stdout
+    for name in ("predictions.csv", "mistakes.csv", "metrics.json", "mistakes.png"):
+        assert (tmp_path / "ev" / name).is_file(), name
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["images"] == len(_split_paths(trained.run_dir, "val"))
+
+
+def test_a_pickle_with_code_is_refused_as_weights(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Exploit()}, path)
+    model = graspcheck.create_model("resnet18")
+    from graspcheck.models import load_pretrained
+
+    with pytest.raises(graspcheck.GraspcheckError, match="cannot read weights"):
+        load_pretrained(model, path)

@@ -1,0 +1,129 @@
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import graspcheck
+
+from conftest import FAST
+
+
+def test_a_small_model_learns_a_clear_visual_difference(trained):
+    assert trained.history[-1]["val_balanced_acc"] >= 0.9
+    assert trained.history[-1]["train_loss"] < trained.history[0]["train_loss"]
+
+
+def test_the_run_folder_holds_everything(trained):
+    run = trained.run_dir
+    for name in ("config.json", "split.csv", "metrics.csv", "results.png", "train_state.pt"):
+        assert (run / name).is_file(), name
+    kept = sorted(p.name for p in (run / "weights").iterdir())
+    assert kept == ["best.safetensors", "epoch_002.safetensors", "epoch_004.safetensors", "epoch_006.safetensors", "last.safetensors"]
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # The test table every 2nd epoch, as in the seed; counted over every test image.
+    assert [bool(r["test_acc_success"]) for r in rows] == [False, True, False, True, False, True]
+    assert json.loads((run / "config.json").read_text())["class_names"] == ["not_success", "success"]
+
+
+def test_per_class_accuracy_counts_every_sample(trained, dataset):
+    # The seed counted only 2 samples per batch; here the validation accuracy is a fraction of all of them.
+    with open(trained.run_dir / "split.csv") as f:
+        val = [r for r in csv.DictReader(f) if r["split"] == "val"]
+    per_class = {name: sum(r["label"] == name for r in val) for name in ("not_success", "success")}
+    for name, total in per_class.items():
+        accuracy = trained.history[-1][f"val_acc_{name}"]
+        assert abs(accuracy * total - round(accuracy * total)) < 1e-6  # a whole number of images out of `total`
+
+
+def test_validation_images_are_never_trained_on(trained):
+    with open(trained.run_dir / "split.csv") as f:
+        rows = list(csv.DictReader(f))
+    train_paths = {r["path"] for r in rows if r["split"] == "train"}
+    held_out = {r["path"] for r in rows if r["split"] != "train"}
+    assert held_out and not (train_paths & held_out)
+
+
+def test_checkpoint_carries_what_prediction_needs(trained):
+    model = graspcheck.load(trained.best)
+    assert model.info.model == "seednet"
+    assert model.info.preprocess.size == (32, 32)
+    assert model.class_names == ("not_success", "success")
+    assert model.info.threshold == 0.5
+    assert model.info.epoch >= 1
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(dataset, tmp_path):
+    full = graspcheck.train(dataset, epochs=4, seed=3, out=str(tmp_path / "full"), **FAST)
+
+    def interrupt_after_epoch_2(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        graspcheck.train(dataset, epochs=4, seed=3, out=str(tmp_path / "cut"), callbacks=[interrupt_after_epoch_2], **FAST)
+    resumed = graspcheck.train(resume=tmp_path / "cut")
+
+    assert len(resumed.history) == 4
+    for a, b in zip(full.history, resumed.history):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    full_weights, resumed_weights = load_file(full.last), load_file(resumed.last)
+    assert all(torch.equal(full_weights[k], resumed_weights[k]) for k in full_weights)
+
+
+def test_an_existing_run_folder_is_not_overwritten(dataset, tmp_path):
+    out = tmp_path / "run"
+    graspcheck.train(dataset, epochs=1, out=str(out), **FAST)
+    before = (out / "weights" / "last.safetensors").read_bytes()
+    with pytest.raises(graspcheck.GraspcheckError, match="--overwrite"):
+        graspcheck.train(dataset, epochs=1, out=str(out), **FAST)
+    assert (out / "weights" / "last.safetensors").read_bytes() == before
+
+
+def test_default_run_folders_are_new_each_time(dataset):
+    first = graspcheck.train(dataset, epochs=1, **FAST)
+    second = graspcheck.train(dataset, epochs=1, **FAST)
+    assert first.run_dir != second.run_dir and first.run_dir.parent == second.run_dir.parent
+
+
+def test_sampler_draws_each_class_equally_often_from_imbalanced_labels():
+    from graspcheck.train import epoch_order
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    drawn = labels[epoch_order(labels, "sampler", seed=0)]
+    assert 0.45 < drawn.float().mean().item() < 0.55
+    shuffled = epoch_order(labels, "loss", seed=0)
+    assert sorted(shuffled.tolist()) == list(range(1000))  # a plain shuffle sees every image once
+
+
+def test_loss_weights_equalise_the_classes():
+    from graspcheck.train import class_weights
+
+    weights = class_weights(torch.tensor([0] * 30 + [1] * 10))
+    assert torch.allclose(weights, torch.tensor([40 / 60, 40 / 20]))
+    assert torch.allclose(class_weights(torch.tensor([0, 1] * 5)), torch.ones(2))
+
+
+def test_training_on_imbalanced_data_with_each_balance_mode(tmp_path):
+    from imagegen import make_dataset
+
+    data = make_dataset(tmp_path / "data", episodes_per_class=4, frames=2)
+    for path in sorted((data / "success").glob("attempt0[1-3]_*.png")):
+        path.unlink()  # 2 success images against 8 not_success
+    for mode in ("loss", "sampler", "none"):
+        result = graspcheck.train(data, epochs=1, balance=mode, val_fraction=0, test_fraction=0, out=str(tmp_path / mode), **FAST)
+        assert result.history[0]["train_loss"] > 0 and result.best.is_file()
+
+
+def test_a_separate_test_folder_is_evaluated(dataset, tmp_path):
+    from imagegen import make_dataset
+
+    test_dir = make_dataset(tmp_path / "test", episodes_per_class=2, frames=2, seed=9, names=("Not_success", "Success"))
+    result = graspcheck.train(dataset, epochs=2, test=str(test_dir), out=str(tmp_path / "run"), **FAST)
+    with open(result.run_dir / "split.csv") as f:
+        test_rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert len(test_rows) == 8 and all(str(test_dir) in r["path"] for r in test_rows)
+    assert result.history[1]["test_acc_success"] is not None
