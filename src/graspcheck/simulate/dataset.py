@@ -1,0 +1,166 @@
+"""Write a balanced dataset of simulated grasp attempts: episodes are simulated in parallel processes and
+accepted in index order until each class holds exactly its quota, so the output depends only on the seed
+and the options, never on the number of workers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import multiprocessing.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..checkpoint import atomic_write
+from ..console import GraspcheckError, log, progress
+from .hand import HANDS
+
+CLASS_NAMES = ("not_success", "success")
+MANIFEST_COLUMNS = ["path", "label", "episode", "frame", "object", "object_size", "object_mass", "object_friction",
+                    "closure", "finger_strength", "approach_offset", "final_height", "max_height", "hand_contacts", "touched"]
+MAX_EPISODES_PER_IMAGE = 20  # give up if a class stays this rare: the scene or hand is broken
+
+
+@dataclass
+class SimulationSummary:
+    out: Path
+    images: dict[str, int]
+    episodes: int
+    accepted_episodes: int
+    success_rate: float  # over all simulated episodes
+    seconds: float
+
+
+_worker: dict = {}
+
+
+def _init_worker(hand_name: str, seed: int, size: int, frames: int) -> None:
+    from .episode import OffscreenRenderer
+
+    renderer = OffscreenRenderer(size, size)
+    # Freed when the worker exits normally (pool.close + join): osmesa prints an error otherwise.
+    multiprocessing.util.Finalize(renderer, renderer.close, exitpriority=10)
+    _worker.update(hand=HANDS[hand_name], seed=seed, frames=frames, renderer=renderer)
+
+
+def _simulate_episode(index: int) -> tuple[int, bool, dict, list[bytes]]:
+    from .episode import run_episode, sample_params
+
+    result = run_episode(_worker["hand"], sample_params(_worker["seed"], index), _worker["renderer"], _worker["frames"])
+    encoded = []
+    for frame in result.frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG", compress_level=3)
+        encoded.append(buffer.getvalue())
+    return index, result.success, result.manifest_fields(), encoded
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise GraspcheckError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        if not (out / "simulation.json").is_file():
+            raise GraspcheckError(f"{out} is not a graspcheck simulated dataset; refusing to overwrite it")
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name in CLASS_NAMES:
+        (partial / name).mkdir(parents=True)
+    return partial
+
+
+def simulate(
+    out: str | Path,
+    per_class: int = 1000,
+    seed: int = 0,
+    workers: int | None = None,
+    size: int = 224,
+    frames: int = 4,
+    hand: str = "adroit",
+    overwrite: bool = False,
+) -> SimulationSummary:
+    """Simulate grasp attempts until both classes hold exactly per_class images; write class folders,
+    manifest.csv (one row per image, with its episode), simulation.json and samples.png."""
+    if per_class < 1 or frames < 1 or size < 16:
+        raise GraspcheckError("--per-class and --frames must be at least 1 and --size at least 16")
+    if hand not in HANDS:
+        raise GraspcheckError(f"unknown hand {hand!r}; choose one of: {', '.join(HANDS)}")
+    HANDS[hand].model_path()  # fail early, with a clear message, if the model package is missing
+    out = Path(out)
+    partial = _prepare_out(out, overwrite)
+    workers = max(1, workers or os.cpu_count() or 1)
+    counts = {name: 0 for name in CLASS_NAMES}
+    rows: list[dict] = []
+    episodes = accepted = successes = 0
+    started = time.perf_counter()
+    bar = progress(total=2 * per_class, desc="simulate", unit="img")
+    context = multiprocessing.get_context("spawn")  # a fresh process per worker: no inherited GL or torch state
+    try:
+        with context.Pool(workers, initializer=_init_worker, initargs=(hand, seed, size, frames)) as pool:
+            batch = 4 * workers
+            while min(counts.values()) < per_class:
+                if episodes > MAX_EPISODES_PER_IMAGE * 2 * per_class:
+                    raise GraspcheckError(f"after {episodes} episodes the classes hold {counts}; the simulation cannot balance them")
+                for index, success, fields, encoded in pool.map(_simulate_episode, range(episodes, episodes + batch)):
+                    episodes += 1
+                    successes += success
+                    label = CLASS_NAMES[int(success)]
+                    take = encoded[: per_class - counts[label]]
+                    if take:
+                        accepted += 1
+                        episode = f"ep{index:06d}"
+                        for k, png in enumerate(take):
+                            relative = f"{label}/{episode}_{k}.png"
+                            (partial / relative).write_bytes(png)
+                            rows.append({"path": relative, "label": label, "episode": episode, "frame": k, **fields})
+                        counts[label] += len(take)
+                        bar.update(len(take))
+                bar.set_postfix(episodes=episodes, eps_per_s=f"{episodes / (time.perf_counter() - started):.2f}",
+                                success_rate=f"{successes / episodes:.2f}")
+            pool.close()
+            pool.join()
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    summary = SimulationSummary(out, counts, episodes, accepted, successes / episodes, time.perf_counter() - started)
+    _write_metadata(partial, rows, summary, dict(per_class=per_class, seed=seed, size=size, frames=frames, hand=hand))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    log(f"simulated {episodes} episodes ({summary.success_rate:.0%} held) in {summary.seconds:.0f}s; "
+        f"{counts['success']} success and {counts['not_success']} not_success images in {out}")
+    return summary
+
+
+def _write_metadata(folder: Path, rows: list[dict], summary: SimulationSummary, options: dict) -> None:
+    with atomic_write(folder / "manifest.csv") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    info = {"options": options, "images": summary.images, "episodes": summary.episodes,
+            "accepted_episodes": summary.accepted_episodes, "success_rate": summary.success_rate, "seconds": summary.seconds}
+    with atomic_write(folder / "simulation.json") as f:
+        json.dump(info, f, indent=2)
+    write_sample_grid(folder, rows, folder / "samples.png")
+
+
+def write_sample_grid(root: Path, rows: list[dict], path: Path, per_class: int = 8) -> None:
+    """One row of first frames per class (not_success on top), from different episodes."""
+    lines = []
+    for label in CLASS_NAMES:
+        firsts = [r for r in rows if r["label"] == label and int(r["frame"]) == 0][:per_class]
+        tiles = [np.asarray(Image.open(root / r["path"]).convert("RGB")) for r in firsts]
+        if tiles:
+            tile_shape = tiles[0].shape
+            tiles += [np.full(tile_shape, 255, np.uint8)] * (per_class - len(tiles))
+            lines.append(np.concatenate(tiles, axis=1))
+    if lines:
+        Image.fromarray(np.concatenate(lines, axis=0)).save(path)

@@ -1,0 +1,409 @@
+"""One simulated grasp attempt: a randomised scene, a scripted grasp, a label from physics, and frames.
+
+The hand floats: its base is welded to a mocap body that the script moves (approach from above, descend,
+close, lift, shake, hold). Whether the object is still held above the table at the end decides the label;
+nothing else does. Camera, light, colours, textures and distractor objects are randomised per episode
+(domain randomisation) so that a classifier has to look at the hand and the object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering without a display; osmesa works too
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .hand import Hand  # noqa: E402
+
+OBJECT_TYPES = ("sphere", "box", "cylinder", "capsule", "ellipsoid")
+TIMESTEP = 0.002
+SETTLE_S, APPROACH_S, DESCEND_S, CLOSE_S, LIFT_S, SHAKE_S, HOLD_S = 0.2, 0.5, 0.5, 0.6, 0.7, 0.48, 0.4
+HELD_MIN_LIFT = 0.05  # metres the object must still be above its resting height at the end
+_GEOM_TYPES = {
+    "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
+    "box": mujoco.mjtGeom.mjGEOM_BOX,
+    "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER,
+    "capsule": mujoco.mjtGeom.mjGEOM_CAPSULE,
+    "ellipsoid": mujoco.mjtGeom.mjGEOM_ELLIPSOID,
+}
+# Collision bits: the object touches table, hand and distractors; distractors touch only the object.
+_OBJECT_AFFINITY, _DISTRACTOR_BIT = 3, 2
+
+
+@dataclass
+class Distractor:
+    shape: str
+    size: list[float]
+    position: list[float]
+    rgba: list[float]
+
+
+@dataclass
+class EpisodeParams:
+    """Everything random about one episode, drawn from (seed, index) alone."""
+
+    index: int
+    object_type: str
+    object_size: list[float]  # MuJoCo geom size of the object
+    rest_height: float  # height of the object's centre when it rests on the table
+    object_mass: float
+    object_friction: float
+    object_rgba: list[float]
+    object_xy: list[float]
+    object_yaw: float
+    closure: float  # fraction of the hand's full finger closure
+    finger_strength: float  # position gain of the finger actuators
+    approach_offset: list[float]  # grasp site relative to the object: x, y, and height above palm contact
+    lift_height: float
+    shake_amplitude: float
+    distractors: list[Distractor] = field(default_factory=list)
+    table_rgb: list[list[float]] = field(default_factory=list)  # two colours of the table's texture
+    table_pattern: str = "flat"
+    table_repeat: float = 1.0
+    sky_rgb: list[list[float]] = field(default_factory=list)
+    hand_rgba: list[float] = field(default_factory=list)
+    light_pos: list[float] = field(default_factory=list)
+    light_diffuse: float = 0.7
+    ambient: float = 0.3
+    camera: dict = field(default_factory=dict)
+
+
+def _color(rng: np.random.Generator, low: float = 0.0, high: float = 1.0) -> list[float]:
+    return [float(v) for v in rng.uniform(low, high, 3)]
+
+
+def _object_size(rng: np.random.Generator, shape: str, s: float) -> tuple[list[float], float]:
+    """Geom size and resting centre height for a characteristic half-size s, the object upright."""
+    if shape == "sphere":
+        return [s, 0, 0], s
+    if shape == "box":
+        size = [s, s * rng.uniform(0.6, 1.0), s * rng.uniform(0.8, 1.3)]
+        return size, size[2]
+    if shape == "cylinder":
+        size = [s, s * rng.uniform(1.0, 1.5), 0]
+        return size, size[1]
+    if shape == "capsule":
+        size = [s * 0.8, s * rng.uniform(0.5, 1.0), 0]
+        return size, size[0] + size[1]
+    size = [s * rng.uniform(1.0, 1.3), s * rng.uniform(0.8, 1.0), s * rng.uniform(0.8, 1.1)]
+    return size, size[2]
+
+
+def _approach_offset(rng: np.random.Generator) -> list[float]:
+    """Where the grasp site goes relative to the object: mostly close to a grasp that can hold, sometimes
+    far enough off to push the object away or close on air."""
+    if rng.random() < 0.12:
+        offset = rng.uniform([-0.07, -0.07, -0.006], [0.07, 0.05, 0.03])
+    else:
+        offset = rng.uniform([-0.015, -0.035, -0.006], [0.015, 0.0, 0.01])
+    return [float(v) for v in offset]
+
+
+def sample_params(seed: int, index: int) -> EpisodeParams:
+    """Draw one episode. The ranges straddle the edge between holding and dropping (grip closure and
+    strength, approach offset, object size), so failures include near-misses and successes vary."""
+    rng = np.random.default_rng([seed, index])
+    shape = OBJECT_TYPES[int(rng.integers(len(OBJECT_TYPES)))]
+    size, rest_height = _object_size(rng, shape, float(rng.uniform(0.028, 0.045)))
+    object_xy = [float(v) for v in rng.uniform(-0.08, 0.08, 2)]
+    distractors = []
+    for _ in range(int(rng.integers(1, 4))):
+        for _attempt in range(20):
+            xy = rng.uniform([-0.35, -0.2], [0.35, 0.35])
+            away_from_hand = abs(xy[0] - object_xy[0]) > 0.14 or xy[1] - object_xy[1] > 0.14
+            if away_from_hand:
+                d_shape = ["sphere", "box", "cylinder", "capsule", "ellipsoid"][int(rng.integers(5))]
+                d_size, d_height = _object_size(rng, d_shape, float(rng.uniform(0.015, 0.04)))
+                distractors.append(Distractor(d_shape, d_size, [float(xy[0]), float(xy[1]), d_height], _color(rng) + [1.0]))
+                break
+    azimuth = float(rng.uniform(-50, 50) + (180 if rng.random() < 0.5 else 0))
+    return EpisodeParams(
+        index=index,
+        object_type=shape,
+        object_size=[float(v) for v in size],
+        rest_height=float(rest_height),
+        object_mass=float(rng.uniform(0.03, 0.4)),
+        object_friction=float(rng.uniform(0.4, 1.5)),
+        object_rgba=_color(rng) + [1.0],
+        object_xy=object_xy,
+        object_yaw=float(rng.uniform(0, math.pi)),
+        closure=float(rng.uniform(0.45, 1.0)),
+        finger_strength=float(rng.uniform(2.0, 7.0)),
+        approach_offset=_approach_offset(rng),
+        lift_height=float(rng.uniform(0.15, 0.2)),
+        shake_amplitude=float(rng.uniform(0.01, 0.05)),
+        distractors=distractors,
+        table_rgb=[_color(rng, 0.2, 0.95), _color(rng, 0.2, 0.95)],
+        table_pattern=["flat", "checker", "gradient"][int(rng.integers(3))],
+        table_repeat=float(rng.uniform(1, 8)),
+        sky_rgb=[_color(rng, 0.0, 1.0), _color(rng, 0.0, 1.0)],
+        hand_rgba=_color(rng, 0.45, 1.0) + [1.0],
+        light_pos=[float(v) for v in rng.uniform([-1.0, -1.0, 1.2], [1.0, 1.0, 2.5])],
+        light_diffuse=float(rng.uniform(0.4, 0.9)),
+        ambient=float(rng.uniform(0.15, 0.45)),
+        camera={
+            "azimuth": azimuth,
+            "elevation": float(rng.uniform(-40, -10)),
+            "distance": float(rng.uniform(0.5, 0.75)),
+            "lookat": [object_xy[0] + float(rng.uniform(-0.03, 0.03)), object_xy[1] + float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.07, 0.13))],
+            "fovy": float(rng.uniform(40, 55)),
+        },
+    )
+
+
+def _all_bodies(body):
+    yield body
+    for child in body.bodies:
+        yield from _all_bodies(child)
+
+
+def _strip_model(spec: mujoco.MjSpec, hand: Hand) -> None:
+    """Remove the model file's own arm joints and scene, and its image textures (slow to upload)."""
+    for joint in list(spec.joints):
+        if joint.name.startswith(hand.strip_prefixes):
+            spec.delete(joint)
+    for actuator in list(spec.actuators):
+        if actuator.name.startswith(hand.strip_prefixes):
+            spec.delete(actuator)
+    for name in hand.strip_bodies:
+        spec.delete(spec.body(name))
+    for name in hand.strip_sites:
+        spec.delete(spec.site(name))
+    for name in hand.strip_geoms:
+        spec.delete(spec.geom(name))
+    for camera in list(spec.cameras):
+        spec.delete(camera)
+    for light in list(spec.lights):
+        spec.delete(light)
+    for material in list(spec.materials):
+        if material.name not in hand.keep_materials:
+            spec.delete(material)
+    for texture in list(spec.textures):
+        spec.delete(texture)
+
+
+def _mount_hand(spec: mujoco.MjSpec, hand: Hand, params: EpisodeParams) -> None:
+    quat = np.zeros(4)
+    mujoco.mju_euler2Quat(quat, np.array(hand.base_euler), "xyz")
+    base = spec.body(hand.base_body)
+    base.alt.type = mujoco.mjtOrientation.mjORIENTATION_QUAT
+    base.quat = quat
+    base.add_freejoint()
+    spec.worldbody.add_body(name="hand_mocap", mocap=True, pos=base.pos, quat=quat)
+    weld = spec.add_equality(type=mujoco.mjtEq.mjEQ_WELD, name1="hand_mocap", name2=hand.base_body, objtype=mujoco.mjtObj.mjOBJ_BODY)
+    data = np.zeros(len(weld.data))
+    data[10] = 1.0  # torque scale; zero relative pose means "as in the initial configuration"
+    weld.data = data
+    weld.solref = [0.01, 1.0]
+    for body in _all_bodies(base):
+        body.gravcomp = 1.0  # the arm that would carry the hand is not simulated
+    for actuator in spec.actuators:
+        if actuator.name in hand.finger_close or actuator.name in hand.thumb_pose:
+            actuator.gainprm[0] = params.finger_strength
+            actuator.biasprm[1] = -params.finger_strength
+    spec.material("MatViz").rgba = params.hand_rgba
+
+
+def _add_scene(spec: mujoco.MjSpec, params: EpisodeParams) -> None:
+    builtin = {"flat": mujoco.mjtBuiltin.mjBUILTIN_FLAT, "checker": mujoco.mjtBuiltin.mjBUILTIN_CHECKER, "gradient": mujoco.mjtBuiltin.mjBUILTIN_GRADIENT}
+    spec.add_texture(name="table_tex", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=builtin[params.table_pattern],
+                     width=64, height=64, rgb1=params.table_rgb[0], rgb2=params.table_rgb[1])
+    table_material = spec.add_material(name="table_mat", texrepeat=[params.table_repeat, params.table_repeat])
+    table_material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "table_tex"
+    spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+                     width=64, height=64, rgb1=params.sky_rgb[0], rgb2=params.sky_rgb[1])
+    world = spec.worldbody
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.45, 0.45, 0.025], pos=[0, 0, -0.025], material="table_mat")
+    world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.1], pos=[0, 0, -0.75], rgba=params.sky_rgb[1] + [1.0])
+    world.add_light(name="key", pos=params.light_pos, dir=[-v for v in params.light_pos], diffuse=[params.light_diffuse] * 3,
+                    castshadow=True, type=mujoco.mjtLightType.mjLIGHT_SPOT, cutoff=60)
+    spec.visual.headlight.ambient = [params.ambient] * 3
+    spec.visual.headlight.diffuse = [0.3] * 3
+    spec.visual.quality.shadowsize = 1024  # MuJoCo's 8192 default costs ~10x the render time on a CPU
+    spec.visual.quality.offsamples = 4
+
+    obj = world.add_body(name="object", pos=[*params.object_xy, params.rest_height],
+                         quat=[math.cos(params.object_yaw / 2), 0, 0, math.sin(params.object_yaw / 2)])
+    obj.add_freejoint()
+    obj.add_geom(name="object", type=_GEOM_TYPES[params.object_type], size=params.object_size, mass=params.object_mass,
+                 friction=[params.object_friction, 0.005, 0.0001], condim=4, rgba=params.object_rgba,
+                 conaffinity=_OBJECT_AFFINITY)
+    for i, d in enumerate(params.distractors):
+        world.add_geom(name=f"distractor{i}", type=_GEOM_TYPES[d.shape], size=d.size, pos=d.position, rgba=d.rgba,
+                       contype=_DISTRACTOR_BIT, conaffinity=_DISTRACTOR_BIT)
+
+
+def build_model(hand: Hand, params: EpisodeParams) -> mujoco.MjModel:
+    spec = mujoco.MjSpec.from_file(str(hand.model_path()))
+    _strip_model(spec, hand)
+    _mount_hand(spec, hand, params)
+    _add_scene(spec, params)
+    spec.option.timestep = TIMESTEP
+    return spec.compile()
+
+
+class OffscreenRenderer:
+    """One OpenGL context per process, reused for every episode's model."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self._gl = mujoco.GLContext(max(width, 640), max(height, 480))
+        self._gl.make_current()
+        self._context = None
+        self._scene = None
+
+    def bind(self, model: mujoco.MjModel) -> None:
+        self.release_model()
+        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        self._scene = mujoco.MjvScene(model, maxgeom=2000)
+        self._model = model
+
+    def render(self, data: mujoco.MjData, camera: dict) -> np.ndarray:
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = camera["lookat"]
+        cam.distance, cam.azimuth, cam.elevation = camera["distance"], camera["azimuth"], camera["elevation"]
+        self._model.vis.global_.fovy = camera["fovy"]
+        mujoco.mjv_updateScene(self._model, data, mujoco.MjvOption(), None, cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        viewport = mujoco.MjrRect(0, 0, self.width, self.height)
+        mujoco.mjr_render(viewport, self._scene, self._context)
+        pixels = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        mujoco.mjr_readPixels(pixels, None, viewport, self._context)
+        return np.flipud(pixels).copy()
+
+    def release_model(self) -> None:
+        if self._context is not None:
+            self._context.free()
+            self._context = None
+
+    def close(self) -> None:
+        # osmesa prints an error at exit unless its context is freed explicitly.
+        self.release_model()
+        self._gl.free()
+
+
+@dataclass
+class EpisodeResult:
+    params: EpisodeParams
+    success: bool
+    final_lift: float  # object centre height above its resting height at the end, metres
+    max_lift: float
+    hand_contacts: int  # hand-object contacts at the end
+    touched: bool  # whether the hand touched the object at all
+    frames: list[np.ndarray]
+
+    def manifest_fields(self) -> dict:
+        p = self.params
+        return {
+            "object": p.object_type,
+            "object_size": " ".join(f"{v:.4f}" for v in p.object_size if v),
+            "object_mass": f"{p.object_mass:.3f}",
+            "object_friction": f"{p.object_friction:.2f}",
+            "closure": f"{p.closure:.3f}",
+            "finger_strength": f"{p.finger_strength:.2f}",
+            "approach_offset": " ".join(f"{v:.4f}" for v in p.approach_offset),
+            "final_height": f"{self.final_lift:.4f}",
+            "max_height": f"{self.max_lift:.4f}",
+            "hand_contacts": self.hand_contacts,
+            "touched": int(self.touched),
+        }
+
+
+def _hand_contacts(model: mujoco.MjModel, data: mujoco.MjData, object_geom: int, hand_geoms: set[int]) -> int:
+    count = 0
+    for contact in data.contact[: data.ncon]:
+        pair = {contact.geom1, contact.geom2}
+        if object_geom in pair and pair & hand_geoms:
+            count += 1
+    return count
+
+
+def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer | None, frames: int) -> EpisodeResult:
+    """Simulate the scripted grasp; render `frames` frames spread over the time after the lift."""
+    model = build_model(hand, params)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    actuator = {model.actuator(i).name: i for i in range(model.nu)}
+    object_geom = model.geom("object").id
+    base_id = model.body(hand.base_body).id
+    hand_geoms = {g for g in range(model.ngeom) if _is_descendant(model, model.geom_bodyid[g], base_id)}
+    site_to_mocap = data.site(hand.grasp_site).xpos - data.mocap_pos[0]
+    touched = False
+
+    def step(n: int = 1) -> None:
+        nonlocal touched
+        for _ in range(n):
+            mujoco.mj_step(model, data)
+        touched = touched or _hand_contacts(model, data, object_geom, hand_geoms) > 0
+
+    def move_site(target: np.ndarray, seconds: float, on_step=None) -> None:
+        start, goal = data.mocap_pos[0].copy(), np.asarray(target) - site_to_mocap
+        n = max(1, int(seconds / TIMESTEP))
+        for i in range(n):
+            s = (i + 1) / n
+            data.mocap_pos[0] = start + (goal - start) * (s * s * (3 - 2 * s))  # smoothstep: no jerk
+            step()
+            if on_step:
+                on_step()
+
+    step(int(SETTLE_S / TIMESTEP))
+    rest = data.body("object").xpos.copy()
+    dx, dy, dz = params.approach_offset
+    # Bring the palm down onto the object's top (the grasp site hangs palm_gap below the palm).
+    grasp = rest + np.array([dx, dy, params.rest_height - hand.palm_gap + dz])
+    move_site(grasp + [0, 0, 0.15], APPROACH_S)
+    move_site(grasp, DESCEND_S)
+    for name, target in hand.finger_close.items():
+        data.ctrl[actuator[name]] = target * params.closure
+    for name, target in hand.thumb_pose.items():
+        data.ctrl[actuator[name]] = target
+    step(int(CLOSE_S / TIMESTEP))
+    lifted = grasp + [0, 0, params.lift_height]
+    move_site(lifted, LIFT_S)
+
+    # Frames are spread over the shake and hold after the lift, like frames cut from a video.
+    after_lift = int((SHAKE_S + HOLD_S) / TIMESTEP)
+    capture = {int(round(t)) for t in np.linspace(0, after_lift, frames)} if frames else set()
+    images: list[np.ndarray] = []
+    clock = {"step": 0, "max_lift": 0.0}
+
+    def after_step() -> None:
+        clock["max_lift"] = max(clock["max_lift"], float(data.body("object").xpos[2] - rest[2]))
+        if clock["step"] in capture and renderer is not None:
+            images.append(renderer.render(data, params.camera))
+        clock["step"] += 1
+
+    if renderer is not None:
+        renderer.bind(model)
+    after_step()
+    for k in range(4):
+        sign = 1 if k % 2 == 0 else -1
+        move_site(lifted + [sign * params.shake_amplitude, 0, 0], SHAKE_S / 4, after_step)
+    for _ in range(after_lift - clock["step"] + 1):
+        step()
+        after_step()
+    if renderer is not None:
+        renderer.release_model()
+    final_lift = float(data.body("object").xpos[2] - rest[2])
+    return EpisodeResult(
+        params=params,
+        success=final_lift > HELD_MIN_LIFT,
+        final_lift=final_lift,
+        max_lift=clock["max_lift"],
+        hand_contacts=_hand_contacts(model, data, object_geom, hand_geoms),
+        touched=touched,
+        frames=images,
+    )
+
+
+def _is_descendant(model: mujoco.MjModel, body: int, ancestor: int) -> bool:
+    while body > 0:
+        if body == ancestor:
+            return True
+        body = model.body_parentid[body]
+    return False
