@@ -110,6 +110,41 @@ def predict_command(
     typer.echo("  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images)", err=True)
 
 
+@app.command("simulate")
+def simulate_command(
+    out: Path = typer.Argument(..., help="Folder to create: success/, not_success/, manifest.csv, samples.png."),
+    per_class: int = typer.Option(1000, help="Images of each class (exactly)."),
+    seed: int = typer.Option(0, help="Same seed and options, same images and labels."),
+    workers: Optional[int] = typer.Option(None, help="Simulation processes (default: one per CPU core)."),
+    size: int = typer.Option(224, help="Square image size in pixels."),
+    frames: int = typer.Option(4, help="Frames per grasp attempt, spread over the time after the lift."),
+    hand: str = typer.Option("adroit", help="The simulated hand."),
+    overwrite: bool = typer.Option(False, help="Replace an existing simulated dataset in OUT."),
+) -> None:
+    """Simulate grasp attempts of a five-fingered hand in MuJoCo; physics decides each label."""
+    from .simulate import simulate
+
+    simulate(out, per_class=per_class, seed=seed, workers=workers, size=size, frames=frames, hand=hand, overwrite=overwrite)
+
+
+@app.command("demo")
+def demo_command(
+    per_class: int = typer.Option(1000, help="Simulated training images per class."),
+    test_per_class: int = typer.Option(100, help="Simulated held-out test images per class."),
+    epochs: Optional[int] = typer.Option(None, help="Override the demo's number of epochs."),
+    workers: Optional[int] = typer.Option(None, help="Simulation processes (default: one per CPU core)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN)."),
+) -> None:
+    """Simulate the built-in dataset (cached), train the default model, test every 2 epochs, evaluate."""
+    from .demo import demo
+
+    training = {"epochs": epochs} if epochs else {}
+    result, evaluation = demo(per_class, test_per_class, workers, str(out) if out else None, **training)
+    typer.echo(f"Held-out simulated test set, best checkpoint ({result.best}):")
+    typer.echo(evaluation.report())
+    typer.echo(f"run folder: {result.run_dir}")
+
+
 @app.command("models")
 def models_command() -> None:
     """List the architectures that --model accepts."""

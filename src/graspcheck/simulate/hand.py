@@ -4,7 +4,7 @@ hand, and its open and closed joint targets. Another hand is one more entry in H
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 from ..console import GraspcheckError
@@ -28,15 +28,16 @@ class Hand:
     keep_materials: tuple[str, ...] = field(default=())
 
     def model_path(self) -> Path:
-        try:
-            path = files(self.package).joinpath(self.model_file)
-        except ModuleNotFoundError as error:
+        # find_spec locates the installed package without importing it (gymnasium_robotics prints on import).
+        spec = find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
             raise GraspcheckError(
                 f"the {self.name} hand needs the package {self.package!r}; install it with: pip install gymnasium-robotics"
-            ) from error
+            )
+        path = Path(spec.submodule_search_locations[0]) / self.model_file
         if not path.is_file():
             raise GraspcheckError(f"the {self.name} hand model {self.model_file} is missing from {self.package}; reinstall it")
-        return Path(str(path))
+        return path
 
 
 _ADROIT_FINGERS = {

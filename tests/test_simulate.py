@@ -1,0 +1,90 @@
+"""Real MuJoCo runs of the built-in dataset: no mocks."""
+
+import csv
+import hashlib
+import json
+
+import pytest
+
+import graspcheck
+from graspcheck.simulate import simulate
+from graspcheck.simulate.episode import HELD_MIN_LIFT, OffscreenRenderer, run_episode, sample_params
+from graspcheck.simulate.hand import ADROIT
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.png")) if p.name != "samples.png"}
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "data"
+    simulate(out, per_class=5, seed=0, workers=2, size=48, frames=2)
+    return out
+
+
+def test_both_classes_reach_exactly_their_quota(simulated):
+    for label in ("success", "not_success"):
+        assert len(list((simulated / label).glob("*.png"))) == 5
+    info = json.loads((simulated / "simulation.json").read_text())
+    assert info["images"] == {"not_success": 5, "success": 5}
+    assert (simulated / "samples.png").is_file()
+
+
+def test_manifest_matches_the_files(simulated):
+    with open(simulated / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in rows) == sorted(_digest(simulated))
+    for row in rows:
+        assert row["path"].startswith(row["label"] + "/")
+        assert row["path"].split("/")[1].startswith(row["episode"] + "_")
+        held = float(row["final_height"]) > HELD_MIN_LIFT
+        assert held == (row["label"] == "success")
+    assert {r["object"] for r in rows} <= {"sphere", "box", "cylinder", "capsule", "ellipsoid"}
+
+
+def test_same_seed_gives_identical_output_with_any_worker_count(simulated, tmp_path):
+    again = tmp_path / "again"
+    simulate(again, per_class=5, seed=0, workers=1, size=48, frames=2)
+    assert _digest(again) == _digest(simulated)
+    assert (again / "manifest.csv").read_text() == (simulated / "manifest.csv").read_text()
+
+
+def test_held_objects_are_in_the_hand_and_dropped_ones_on_the_table():
+    outcomes = {}
+    for index in range(40):
+        result = run_episode(ADROIT, sample_params(0, index), None, frames=0)
+        outcomes.setdefault(result.success, result)
+        if len(outcomes) == 2:
+            break
+    held, dropped = outcomes[True], outcomes[False]
+    assert held.final_lift > 0.1 and held.hand_contacts > 0
+    assert dropped.final_lift < 0.02 and dropped.hand_contacts == 0
+
+
+def test_frames_are_rendered_at_the_requested_size():
+    renderer = OffscreenRenderer(40, 32)
+    try:
+        result = run_episode(ADROIT, sample_params(3, 0), renderer, frames=3)
+    finally:
+        renderer.close()
+    assert len(result.frames) == 3
+    assert all(f.shape == (32, 40, 3) and f.std() > 5 for f in result.frames)  # a scene, not a blank image
+
+
+def test_simulated_data_splits_by_episode(simulated):
+    scanned = graspcheck.data.scan_dataset(simulated)
+    episodes = {s.episode for s in scanned.splits["all"]}
+    with open(simulated / "manifest.csv") as f:
+        assert episodes == {r["episode"] for r in csv.DictReader(f)}
+
+
+def test_an_existing_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(graspcheck.GraspcheckError, match="--overwrite"):
+        simulate(tmp_path / "mine", per_class=1, workers=1, size=32, frames=1)
+    with pytest.raises(graspcheck.GraspcheckError, match="not a graspcheck simulated dataset"):
+        simulate(tmp_path / "mine", per_class=1, workers=1, size=32, frames=1, overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
