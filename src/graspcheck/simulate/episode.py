@@ -148,8 +148,9 @@ def sample_params(seed: int, index: int) -> EpisodeParams:
         camera={
             "azimuth": azimuth,
             "elevation": float(rng.uniform(-40, -10)),
-            "distance": float(rng.uniform(0.5, 0.75)),
-            "lookat": [object_xy[0] + float(rng.uniform(-0.03, 0.03)), object_xy[1] + float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.07, 0.13))],
+            "distance": float(rng.uniform(0.55, 0.8)),
+            # Aimed between the table and the lifted hand, so both are in view.
+            "lookat": [object_xy[0] + float(rng.uniform(-0.03, 0.03)), object_xy[1] + float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.1, 0.17))],
             "fovy": float(rng.uniform(40, 55)),
         },
     )
