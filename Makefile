@@ -3,9 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test install
+.PHONY: demo test install system-deps
 
-install: $(VENV)/.installed
+install: system-deps $(VENV)/.installed
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -13,9 +13,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# MuJoCo renders off-screen through EGL on Mesa's software renderer: no display and no GPU needed.
+system-deps:
+	@if ! ldconfig -p | grep -q libEGL_mesa.so.0; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; \
+	  else \
+	    echo "graspcheck simulate needs EGL with Mesa (Debian/Ubuntu: sudo apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
+	  fi; \
+	fi
+
 demo: install
-	$(BIN)/python tests/imagegen.py runs/toy-data
-	$(BIN)/graspcheck train runs/toy-data --model seednet --img-size 32 --lr 0.01 --epochs 6 --out runs/toy-demo --overwrite
+	$(BIN)/graspcheck demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -33,9 +33,3 @@ def make_dataset(root: Path, episodes_per_class: int = 12, frames: int = 4, size
                 image = draw_frame(bool(label), rng, background, color, size)
                 image.save(folder / f"attempt{episode:02d}_{frame:04d}.png")
     return root
-
-
-if __name__ == "__main__":
-    import sys
-
-    make_dataset(Path(sys.argv[1]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +35,8 @@ from .report import plot_history
 from .transforms import Preprocess
 
 BALANCE_MODES = ("loss", "sampler", "none")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -44,9 +47,11 @@ class TrainConfig:
     model: str = "seednet"
     epochs: int = 10
     batch_size: int = 32
+    optimizer: str = "sgd"
     lr: float = 0.001
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
+    schedule: str = "constant"  # or cosine: decay the learning rate to zero over the run, per step
     img_size: int = 224
     balance: str = "loss"
     val_fraction: float = 0.15
@@ -64,8 +69,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.model not in list_models():
             raise GraspcheckError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
-        if self.balance not in BALANCE_MODES:
-            raise GraspcheckError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
+        for option, value, choices in (("balance", self.balance, BALANCE_MODES), ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in choices:
+                raise GraspcheckError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
         for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
             if getattr(self, name) < 1:
                 raise GraspcheckError(f"--{name.replace('_', '-')} must be at least 1")
@@ -126,6 +132,19 @@ def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("run
             shutil.rmtree(run_dir)
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the learning rate at each optimizer step."""
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return lambda step: 1.0
+
+
+def _batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one epoch; a last batch of one image is dropped, since BatchNorm cannot train on it."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 1) if full else 1
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -199,9 +218,12 @@ class _Run:
         if config.weights:
             loaded, total = load_pretrained(self.network, config.weights)
             log(f"loaded {loaded}/{total} tensors from {config.weights}")
-        self.optimizer = torch.optim.SGD(
-            self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps = config.epochs * _batches_per_epoch(len(self.images["train"]), config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config.schedule, steps))
         weight = class_weights(train_labels).to(self.device) if config.balance == "loss" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight)
         self.history: list[dict] = []
@@ -235,6 +257,7 @@ class _Run:
         state = load_train_state(state_path)
         run.network.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
         run.history = state["history"]
         run.best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
         log(f"resuming {run_dir} after epoch {len(run.history)} of {config.epochs}")
@@ -257,7 +280,7 @@ class _Run:
                 test_eval = self._evaluate("test")
                 row.update(self._accuracies("test", test_eval))
                 row["test_balanced_acc"] = test_eval.balanced_accuracy
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["lr"] = self.optimizer.param_groups[0]["lr"]  # at the end of the epoch
             row["seconds"] = time.perf_counter() - started
             self.history.append(row)
             log(self._epoch_line(row))
@@ -281,8 +304,7 @@ class _Run:
         total_loss, seen = 0.0, 0
         probabilities = torch.empty(n)
         batches = [order[i : i + self.config.batch_size] for i in range(0, n, self.config.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches.pop()  # BatchNorm cannot train on a batch of one
+        batches = batches[: _batches_per_epoch(n, self.config.batch_size)]
         for batch in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             x = self.preprocess.normalize(images.pixels[batch].to(self.device))
             y = labels[batch].to(self.device)
@@ -291,6 +313,7 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.scheduler.step()
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             probabilities[batch] = torch.softmax(logits.detach().float(), 1)[:, 1].cpu()
@@ -346,6 +369,7 @@ class _Run:
             {
                 "model": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "history": self.history,
                 "best_key": list(self.best_key),
             },
