@@ -32,6 +32,7 @@ def train_command(
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
     schedule: str = typer.Option("constant", help="Learning rate over the run: constant (the seed's) or cosine."),
     img_size: int = typer.Option(224, help="Square input size in pixels."),
+    augment: str = typer.Option("none", help="On-the-fly augmentation of training images: none, light or strong."),
     balance: str = typer.Option("loss", help="Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none."),
     val_fraction: float = typer.Option(0.15, help="Share of episodes held out for validation when no val/ folder pins it."),
     test_fraction: float = typer.Option(0.15, help="Share of episodes held out for testing when there is neither --test nor a test/ folder."),

@@ -71,7 +71,14 @@ def _torchvision(builder_name: str) -> ModelFactory:
         import torchvision.models
 
         # weights=None: graspcheck never downloads; pretrained weights come from --weights PATH.
-        return getattr(torchvision.models, builder_name)(weights=None, num_classes=num_classes)
+        model = getattr(torchvision.models, builder_name)(weights=None, num_classes=num_classes)
+        # torchvision's MobileNetV3 and EfficientNet use BatchNorm momentum 0.01, tuned for long ImageNet
+        # runs; in a run of a few hundred steps their running statistics stay stale and evaluation-mode
+        # predictions collapse to one class. PyTorch's default, 0.1, tracks them in time.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
+        return model
 
     factory.__name__ = builder_name
     factory.__doc__ = f"torchvision's {builder_name}, randomly initialised"

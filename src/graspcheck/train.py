@@ -32,7 +32,7 @@ from .evaluate import Evaluation, evaluate_decoded
 from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
 from .report import plot_history
-from .transforms import Preprocess
+from .transforms import AUGMENT_PRESETS, Preprocess, augment_batch, augmentation
 
 BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("sgd", "adamw")
@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # or cosine: decay the learning rate to zero over the run, per step
     img_size: int = 224
+    augment: str = "none"  # on-the-fly augmentation of training images: none (the seed's), light or strong
     balance: str = "loss"
     val_fraction: float = 0.15
     test_fraction: float = 0.15  # used only when there is no --test folder and no test/ split folder
@@ -69,7 +70,7 @@ class TrainConfig:
     def validate(self) -> None:
         if self.model not in list_models():
             raise GraspcheckError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
-        for option, value, choices in (("balance", self.balance, BALANCE_MODES), ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
+        for option, value, choices in (("augment", self.augment, AUGMENT_PRESETS), ("balance", self.balance, BALANCE_MODES), ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
             if value not in choices:
                 raise GraspcheckError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
         for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
@@ -202,6 +203,7 @@ class _Run:
         self.class_names = class_names
         self.device = resolve_device(config.device)
         self.preprocess = Preprocess(size=(config.img_size, config.img_size))
+        self.augmentation = augmentation(config.augment, self.preprocess.size)
         self.images: dict[str, DecodedImages] = {}
         for name in ("train", "val", "test"):
             if name in splits:
@@ -306,7 +308,10 @@ class _Run:
         batches = [order[i : i + self.config.batch_size] for i in range(0, n, self.config.batch_size)]
         batches = batches[: _batches_per_epoch(n, self.config.batch_size)]
         for batch in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
-            x = self.preprocess.normalize(images.pixels[batch].to(self.device))
+            pixels = images.pixels[batch]
+            if self.augmentation is not None:
+                pixels = augment_batch(pixels, self.augmentation)
+            x = self.preprocess.normalize(pixels.to(self.device))
             y = labels[batch].to(self.device)
             logits = self.network(x)
             loss = self.loss_fn(logits, y)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,3 +67,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+AUGMENT_PRESETS = ("none", "light", "strong")
+
+
+def augmentation(preset: str, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Label-preserving transforms for a fixed robot camera, on one uint8 image (3, H, W); None for "none".
+
+    light: small crops and shifts, horizontal flips, mild colour changes. strong: larger crops, small
+    rotations, stronger colour changes, occasional blur and grayscale.
+    """
+    from torchvision.transforms import v2
+
+    if preset == "none":
+        return None
+    if preset == "light":
+        return v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+        ])
+    if preset == "strong":
+        return v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(10),
+            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
+            v2.RandomGrayscale(p=0.05),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=0.2),
+        ])
+    raise ValueError(f"unknown augmentation preset {preset!r}")
+
+
+def augment_batch(batch: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply transform to each uint8 image of (N, H, W, 3) with its own random parameters."""
+    return torch.stack([transform(image.permute(2, 0, 1)).permute(1, 2, 0) for image in batch])
