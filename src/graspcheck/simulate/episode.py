@@ -111,16 +111,17 @@ def sample_params(seed: int, index: int) -> EpisodeParams:
     size, rest_height = _object_size(rng, shape, float(rng.uniform(0.028, 0.045)))
     object_xy = [float(v) for v in rng.uniform(-0.08, 0.08, 2)]
     distractors = []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(1, 3))):
         for _attempt in range(20):
             xy = rng.uniform([-0.35, -0.2], [0.35, 0.35])
             away_from_hand = abs(xy[0] - object_xy[0]) > 0.14 or xy[1] - object_xy[1] > 0.14
             if away_from_hand:
                 d_shape = ["sphere", "box", "cylinder", "capsule", "ellipsoid"][int(rng.integers(5))]
-                d_size, d_height = _object_size(rng, d_shape, float(rng.uniform(0.015, 0.04)))
+                d_size, d_height = _object_size(rng, d_shape, float(rng.uniform(0.012, 0.03)))
                 distractors.append(Distractor(d_shape, d_size, [float(xy[0]), float(xy[1]), d_height], _color(rng) + [1.0]))
                 break
-    azimuth = float(rng.uniform(-50, 50) + (180 if rng.random() < 0.5 else 0))
+    # A side view from either side of the hand, as a lab camera beside the robot would see it.
+    azimuth = float(rng.uniform(-35, 35) + (180 if rng.random() < 0.5 else 0))
     return EpisodeParams(
         index=index,
         object_type=shape,
@@ -147,11 +148,11 @@ def sample_params(seed: int, index: int) -> EpisodeParams:
         ambient=float(rng.uniform(0.15, 0.45)),
         camera={
             "azimuth": azimuth,
-            "elevation": float(rng.uniform(-40, -10)),
-            "distance": float(rng.uniform(0.55, 0.8)),
+            "elevation": float(rng.uniform(-35, -15)),
+            "distance": float(rng.uniform(0.45, 0.6)),
             # Aimed between the table and the lifted hand, so both are in view.
             "lookat": [object_xy[0] + float(rng.uniform(-0.03, 0.03)), object_xy[1] + float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.1, 0.17))],
-            "fovy": float(rng.uniform(40, 55)),
+            "fovy": float(rng.uniform(40, 50)),
         },
     )
 
