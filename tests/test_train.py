@@ -127,3 +127,36 @@ def test_a_separate_test_folder_is_evaluated(dataset, tmp_path):
         test_rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     assert len(test_rows) == 8 and all(str(test_dir) in r["path"] for r in test_rows)
     assert result.history[1]["test_acc_success"] is not None
+
+
+def test_augmentation_changes_images_per_sample_and_is_seeded():
+    from graspcheck.transforms import augment_batch, augmentation
+
+    batch = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    batch[1] = batch[0]
+    transform = augmentation("strong", (32, 32))
+    torch.manual_seed(0)
+    first = augment_batch(batch, transform)
+    torch.manual_seed(0)
+    again = augment_batch(batch, transform)
+    assert first.shape == batch.shape and first.dtype == torch.uint8
+    assert torch.equal(first, again)
+    assert not torch.equal(first, batch)
+    assert not torch.equal(first[0], first[1])  # the same image gets its own random parameters
+    assert augmentation("none", (32, 32)) is None
+
+
+def test_resume_is_exact_with_augmentation_and_a_schedule(dataset, tmp_path):
+    options = dict(FAST, epochs=3, seed=4, augment="light", optimizer="adamw", schedule="cosine")
+    full = graspcheck.train(dataset, out=str(tmp_path / "full"), **options)
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        graspcheck.train(dataset, out=str(tmp_path / "cut"), callbacks=[stop], **options)
+    resumed = graspcheck.train(resume=tmp_path / "cut")
+    a, b = load_file(full.last), load_file(resumed.last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reaches zero at the end
