@@ -131,7 +131,7 @@ def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("run
             if not (run_dir / "config.json").is_file():
                 raise GraspcheckError(f"{run_dir} is not a graspcheck run folder; refusing to overwrite it")
             shutil.rmtree(run_dir)
-    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -237,6 +237,7 @@ class _Run:
         run = cls(config, class_names, splits)
         # The folder is made only once data and model are known to be usable: a failed start leaves nothing.
         run.run_dir = new_run_dir(config.out, overwrite)
+        (run.run_dir / "weights").mkdir()
         config.out = str(run.run_dir)
         with atomic_write(run.run_dir / "config.json") as f:
             json.dump({**asdict(config), "class_names": list(class_names)}, f, indent=2)
