@@ -55,6 +55,7 @@ def test_predict_accepts_arrays_and_pil_images(trained):
     with Image.open(path) as image:
         pil = image.convert("RGB")
     from_file, from_pil, from_array = model.predict([path, pil, np.asarray(pil)])
+    assert (from_file.source, from_pil.source, from_array.source) == (path, "<image 1>", "<image 2>")  # input order
     assert from_pil.success_probability == pytest.approx(from_file.success_probability, abs=1e-6)
     assert from_array.success_probability == pytest.approx(from_file.success_probability, abs=1e-6)
 

@@ -205,19 +205,6 @@ def write_split_csv(path: Path, splits: dict[str, list[Sample]], class_names: tu
             writer.writerows([str(s.path.resolve()), class_names[s.label], s.episode, name] for s in members)
 
 
-@dataclass
-class DecodedImages:
-    """Images decoded once and resized, as a uint8 tensor (N, H, W, 3), with their samples."""
-
-    pixels: torch.Tensor
-    samples: list[Sample]
-    skipped: list[tuple[Path, str]]
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return torch.tensor([s.label for s in self.samples], dtype=torch.long)
-
-
 def _try_load(preprocess: Preprocess, path: Path):
     try:
         return preprocess.load(path)

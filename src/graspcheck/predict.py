@@ -90,17 +90,29 @@ class GraspModel:
         """
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
-        sources, arrays, paths = [], [], []
+        # Each entry is a file to decode (index into paths) or an image already in memory, in input order.
+        entries: list[tuple[str, int | torch.Tensor]] = []
+        paths: list[Path] = []
         for item in images:
             if isinstance(item, (str, Path)):
-                paths.extend(expand_paths([item]))
+                for path in expand_paths([item]):
+                    entries.append((str(path), len(paths)))
+                    paths.append(path)
             else:
                 image = item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item, dtype=np.uint8))
-                arrays.append(torch.from_numpy(self.info.preprocess.resize(to_rgb(image))))
-                sources.append(f"<image {len(sources)}>")
-        pixels_from_files, kept, _ = decode_paths(paths, self.info.preprocess, description="predict")
-        pixels = torch.cat([torch.stack(arrays), pixels_from_files]) if arrays else pixels_from_files
-        sources += [str(paths[i]) for i in kept]
+                entries.append((f"<image {len(entries)}>", torch.from_numpy(self.info.preprocess.resize(to_rgb(image)))))
+        decoded, kept, _ = decode_paths(paths, self.info.preprocess, description="predict")
+        row_of_path = {path_index: row for row, path_index in enumerate(kept)}
+        sources, arrays = [], []
+        for source, content in entries:
+            if isinstance(content, torch.Tensor):
+                sources.append(source)
+                arrays.append(content)
+            elif content in row_of_path:  # unreadable files were reported and are left out
+                sources.append(source)
+                arrays.append(decoded[row_of_path[content]])
+        height, width = self.info.preprocess.size
+        pixels = torch.stack(arrays) if arrays else torch.empty((0, height, width, 3), dtype=torch.uint8)
         probabilities = self.success_probabilities(pixels, batch_size)
         labels = self.verdicts(probabilities, threshold)
         return [Prediction(s, l, float(p)) for s, l, p in zip(sources, labels, probabilities.tolist())]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering without a display; osmesa works too
 
