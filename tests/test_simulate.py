@@ -88,3 +88,23 @@ def test_an_existing_folder_is_not_overwritten(tmp_path):
     with pytest.raises(graspcheck.GraspcheckError, match="not a graspcheck simulated dataset"):
         simulate(tmp_path / "mine", per_class=1, workers=1, size=32, frames=1, overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_demo_runs_end_to_end_from_the_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "graspcheck", "demo", "--per-class", "8", "--test-per-class", "4", "--epochs", "2",
+               "--workers", "1", "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Test after epoch 2:" in result.stderr and "Not success: " in result.stderr
+    assert "Confusion matrix" in result.stdout
+    assert (tmp_path / "run" / "weights" / "best.safetensors").is_file()
+    assert (tmp_path / "run" / "test_evaluation" / "metrics.json").is_file()
+    cached = sorted(p.name for p in (tmp_path / "cache" / "graspcheck").iterdir())
+    assert cached == ["test-adroit-seed1-n4-s224-f4", "train-adroit-seed0-n8-s224-f4"]
+    again = subprocess.run(command[:-1] + [str(tmp_path / "run2")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "using the simulated dataset" in again.stderr  # the cache is reused
