@@ -85,7 +85,7 @@ def evaluate_command(
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint, an exported .onnx file, or a run folder (its best checkpoint)."),
     paths: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of lines."),
@@ -111,6 +111,19 @@ def predict_command(
             typer.echo(f"{p.source}\t{p.label}\t{p.success_probability:.4f}")
     counts = {name: sum(p.label == name for p in predictions) for name in model.class_names}
     typer.echo("  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images)", err=True)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
+    format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: beside the checkpoint, .onnx or .torchscript.pt)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+) -> None:
+    """Export for deployment; the file carries the preprocessing and class metadata. predict accepts .onnx."""
+    from .export import export
+
+    typer.echo(f"exported {export(checkpoint, format, str(out) if out else None, overwrite)}")
 
 
 @app.command("simulate")

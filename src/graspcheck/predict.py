@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .checkpoint import CheckpointInfo, load_checkpoint
+from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
 from .console import GraspcheckError
 from .data import decode_paths, list_images
 from .models import create_model
@@ -41,7 +41,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (its best checkpoint, else its last)."""
+    """A checkpoint (.safetensors or exported .onnx) file, or a run folder (its best checkpoint, else its last)."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
@@ -61,7 +61,11 @@ class GraspModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "GraspModel":
-        state, info = load_checkpoint(find_checkpoint(path))
+        path = find_checkpoint(path)
+        if path.suffix == ".onnx":
+            network, info = OnnxNetwork.load(path)
+            return cls(network, info, "cpu")
+        state, info = load_checkpoint(path)
         network = create_model(info.model, len(info.class_names), info.preprocess.size)
         network.load_state_dict(state)
         return cls(network, info, resolve_device(device))
@@ -116,6 +120,31 @@ class GraspModel:
         probabilities = self.success_probabilities(pixels, batch_size)
         labels = self.verdicts(probabilities, threshold)
         return [Prediction(s, l, float(p)) for s, l, p in zip(sources, labels, probabilities.tolist())]
+
+
+class OnnxNetwork(nn.Module):
+    """An exported ONNX model run by ONNX Runtime, behind the same interface as the PyTorch network."""
+
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["OnnxNetwork", CheckpointInfo]:
+        import onnxruntime
+
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime raises its own exception types for unreadable models
+            raise GraspcheckError(f"{path} is not a readable ONNX model: {str(error).splitlines()[0]}") from error
+        metadata = session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise GraspcheckError(f"{path} has no graspcheck metadata; export it with 'graspcheck export'")
+        return cls(session), CheckpointInfo.from_json(metadata[METADATA_KEY])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0])
 
 
 def expand_paths(items: Iterable[str | Path]) -> list[Path]:

@@ -1,0 +1,52 @@
+"""Export a checkpoint for deployment: ONNX (run by ONNX Runtime, also through graspcheck.load and
+predict) or TorchScript. Each exported file carries the checkpoint's metadata (architecture, input size,
+normalisation, class names, threshold) under the key "graspcheck"."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .checkpoint import METADATA_KEY, atomic_replace
+from .console import GraspcheckError
+from .predict import find_checkpoint, load
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+
+
+def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write the model of checkpoint (a file or a run folder) as ONNX or TorchScript; returns the file."""
+    if format not in FORMATS:
+        raise GraspcheckError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    source = find_checkpoint(checkpoint)
+    model = load(source, device="cpu")
+    target = Path(out) if out else source.with_name(source.name.removesuffix(".safetensors") + FORMATS[format])
+    if target.exists() and not overwrite:
+        raise GraspcheckError(f"{target} exists; choose another --out or pass --overwrite")
+    height, width = model.info.preprocess.size
+    example = torch.zeros(1, 3, height, width)
+    metadata = model.info.to_json()
+    if format == "onnx":
+        atomic_replace(target, lambda tmp: _export_onnx(model.network, example, metadata, tmp))
+    else:
+        with warnings.catch_warnings():
+            # PyTorch marks TorchScript deprecated; it is still what many robot stacks (C++ libtorch) load.
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(model.network, example)
+            atomic_replace(target, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": metadata}))
+    return target
+
+
+def _export_onnx(network: torch.nn.Module, example: torch.Tensor, metadata: str, path: Path) -> None:
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not the user's concern
+        program = torch.onnx.export(network, (example,), input_names=["images"], output_names=["logits"],
+                                    dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+    model = program.model_proto
+    model.metadata_props.add(key=METADATA_KEY, value=metadata)
+    onnx.save(model, str(path))

@@ -1,0 +1,66 @@
+"""Export through the real exporters and run through a real ONNX Runtime session."""
+
+import json
+
+import pytest
+import torch
+
+import graspcheck
+from graspcheck.export import export
+from test_predict_evaluate import _split_paths, run_cli
+
+
+@pytest.fixture(scope="module")
+def onnx_file(trained, tmp_path_factory):
+    return export(trained.best, "onnx", out=tmp_path_factory.mktemp("export") / "model.onnx")
+
+
+def test_onnx_predictions_match_pytorch_within_1e_4(trained, onnx_file):
+    images = [p for p, _ in _split_paths(trained.run_dir, "val")] + [p for p, _ in _split_paths(trained.run_dir, "test")]
+    torch_predictions = graspcheck.load(trained.best).predict(images)
+    onnx_model = graspcheck.load(onnx_file)
+    assert type(onnx_model.network).__name__ == "OnnxNetwork"
+    onnx_predictions = onnx_model.predict(images)
+    assert [p.source for p in onnx_predictions] == [p.source for p in torch_predictions]
+    for a, b in zip(torch_predictions, onnx_predictions):
+        assert abs(a.success_probability - b.success_probability) < 1e-4
+        assert a.label == b.label or abs(a.success_probability - 0.5) < 1e-4
+
+
+def test_onnx_file_carries_the_checkpoint_metadata(trained, onnx_file):
+    onnx_model = graspcheck.load(onnx_file)
+    torch_model = graspcheck.load(trained.best)
+    assert onnx_model.info.to_json() == torch_model.info.to_json()
+
+
+def test_torchscript_export_runs_and_carries_metadata(trained, tmp_path):
+    path = export(trained.run_dir, "torchscript", out=tmp_path / "model.pt")
+    extra = {"graspcheck.json": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    info = json.loads(extra["graspcheck.json"])
+    assert info["class_names"] == ["not_success", "success"] and info["preprocess"]["size"] == [32, 32]
+    x = torch.randn(3, 3, 32, 32)
+    reference = graspcheck.load(trained.best).network
+    assert torch.allclose(scripted(x), reference(x), atol=1e-5)
+
+
+def test_cli_export_and_predict_with_onnx(trained, tmp_path):
+    out = tmp_path / "m.onnx"
+    first = run_cli("export", trained.run_dir, "--out", out)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("export", trained.run_dir, "--out", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    image = _split_paths(trained.run_dir, "val")[0][0]
+    result = run_cli("predict", out, image)
+    assert result.returncode == 0 and result.stdout.startswith(image)
+
+
+def test_an_onnx_file_without_metadata_is_refused(trained, tmp_path):
+    import onnx
+
+    path = export(trained.best, "onnx", out=tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(graspcheck.GraspcheckError, match="no graspcheck metadata"):
+        graspcheck.load(tmp_path / "bare.onnx")
