@@ -65,6 +65,7 @@ class TrainConfig:
     threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
+    fast: bool = True  # channels-last memory and bfloat16 autocast where the hardware supports bfloat16
     out: str | None = None
 
     def validate(self) -> None:
@@ -133,6 +134,42 @@ def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("run
             shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How a training step runs: channels-last tensors and bfloat16 autocast (weights stay float32)."""
+
+    channels_last: bool = False
+    bfloat16: bool = False
+
+    @classmethod
+    def resolve(cls, fast: bool, device: torch.device) -> "SpeedOptions":
+        if not fast:
+            return cls()
+        return cls(channels_last=True, bfloat16=bfloat16_supported(device))
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """bfloat16 autocast pays off only with hardware support: CUDA GPUs that have it, CPUs with AVX-512 BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private, hence the fallback
+    return bool(check and check())
+
+
+def train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, speed: SpeedOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns the logits (float32) and the loss."""
+    if speed.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=speed.bfloat16):
+        logits = network(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits.detach().float(), loss
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -220,6 +257,9 @@ class _Run:
         if config.weights:
             loaded, total = load_pretrained(self.network, config.weights)
             log(f"loaded {loaded}/{total} tensors from {config.weights}")
+        self.speed = SpeedOptions.resolve(config.fast, self.device)
+        if self.speed.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         else:
@@ -314,15 +354,11 @@ class _Run:
                 pixels = augment_batch(pixels, self.augmentation)
             x = self.preprocess.normalize(pixels.to(self.device))
             y = labels[batch].to(self.device)
-            logits = self.network(x)
-            loss = self.loss_fn(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            logits, loss = train_step(self.network, self.optimizer, self.loss_fn, x, y, self.speed)
             self.scheduler.step()
             total_loss += loss.item() * len(batch)
             seen += len(batch)
-            probabilities[batch] = torch.softmax(logits.detach().float(), 1)[:, 1].cpu()
+            probabilities[batch] = torch.softmax(logits, 1)[:, 1].cpu()
         used = torch.cat(batches)
         samples = [images.samples[i] for i in used.tolist()]
         running = Evaluation(self.class_names, samples, probabilities[used], self.config.threshold)
