@@ -234,6 +234,18 @@ def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "
     return pixels, kept, skipped
 
 
+def read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[Sample]]:
+    """The samples of each split recorded by write_split_csv."""
+    index = {name: i for i, name in enumerate(class_names)}
+    splits: dict[str, list[Sample]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("label") not in index:
+                raise GraspcheckError(f"{path} has the label {row.get('label')!r}, which the model does not know; is it a run's split.csv?")
+            splits.setdefault(row["split"], []).append(Sample(Path(row["path"]), index[row["label"]], row["episode"]))
+    return splits
+
+
 @dataclass
 class DecodedImages:
     """Samples decoded once and resized, as a uint8 tensor (N, H, W, 3), and the ones that could not be read."""

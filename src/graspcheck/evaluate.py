@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import atomic_write
 from .console import GraspcheckError
-from .data import DecodedImages, Sample, decode_images, scan_dataset
+from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
 from .predict import GraspModel, load
 
 
@@ -171,7 +171,11 @@ def evaluate(
 
 def _labelled_samples(data: Path, class_names: tuple[str, str], split: str | None) -> list[Sample]:
     if data.is_file() and data.suffix == ".csv":
-        return _samples_from_split_csv(data, class_names, split or "test")
+        chosen = split or "test"
+        samples = read_split_csv(data, class_names).get(chosen)
+        if not samples:
+            raise GraspcheckError(f"{data} lists no images of split {chosen!r}; is it a run's split.csv?")
+        return samples
     scanned = scan_dataset(data, class_names=class_names)
     if not scanned.pinned:
         if split:
@@ -181,15 +185,3 @@ def _labelled_samples(data: Path, class_names: tuple[str, str], split: str | Non
     if chosen not in scanned.splits:
         raise GraspcheckError(f"{data} has no {chosen}/ folder; choose one of: {', '.join(scanned.splits)}")
     return scanned.splits[chosen]
-
-
-def _samples_from_split_csv(path: Path, class_names: tuple[str, str], split: str) -> list[Sample]:
-    index = {name: i for i, name in enumerate(class_names)}
-    with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("split") == split]
-    if not rows:
-        raise GraspcheckError(f"{path} lists no images of split {split!r}; is it a run's split.csv?")
-    unknown = {r["label"] for r in rows} - set(index)
-    if unknown:
-        raise GraspcheckError(f"{path} has labels {', '.join(sorted(unknown))} that the checkpoint does not know")
-    return [Sample(Path(r["path"]), index[r["label"]], r["episode"]) for r in rows]

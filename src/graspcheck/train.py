@@ -27,7 +27,7 @@ from torch import nn
 
 from .checkpoint import CheckpointInfo, atomic_replace, atomic_write, load_train_state, save_checkpoint, save_train_state
 from .console import GraspcheckError, log, progress
-from .data import DecodedImages, Sample, decode_images, scan_dataset, split_by_episode, write_split_csv
+from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset, split_by_episode, write_split_csv
 from .evaluate import Evaluation, evaluate_decoded
 from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
@@ -222,15 +222,6 @@ def _make_splits(config: TrainConfig) -> tuple[tuple[str, str], dict[str, list[S
     return class_names, {name: members for name, members in splits.items() if members}
 
 
-def _read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[Sample]]:
-    index = {name: i for i, name in enumerate(class_names)}
-    splits: dict[str, list[Sample]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            splits.setdefault(row["split"], []).append(Sample(Path(row["path"]), index[row["label"]], row["episode"]))
-    return splits
-
-
 class _Run:
     """The state of one training run: data, model, optimizer and history, and the files of its folder."""
 
@@ -296,7 +287,7 @@ class _Run:
         saved = json.loads(config_path.read_text())
         config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
         class_names = tuple(saved["class_names"])
-        run = cls(config, class_names, _read_split_csv(run_dir / "split.csv", class_names), run_dir)
+        run = cls(config, class_names, read_split_csv(run_dir / "split.csv", class_names), run_dir)
         state = load_train_state(state_path)
         run.network.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
