@@ -64,3 +64,17 @@ def test_an_onnx_file_without_metadata_is_refused(trained, tmp_path):
     onnx.save(model, str(tmp_path / "bare.onnx"))
     with pytest.raises(graspcheck.GraspcheckError, match="no graspcheck metadata"):
         graspcheck.load(tmp_path / "bare.onnx")
+
+
+def test_int8_onnx_is_smaller_keeps_metadata_and_stays_close(trained, onnx_file, tmp_path):
+    int8_file = export(trained.best, "onnx", out=tmp_path / "m8.onnx", int8=True)
+    assert int8_file.stat().st_size < onnx_file.stat().st_size
+    images = [p for p, _ in _split_paths(trained.run_dir, "val")]
+    full = graspcheck.load(onnx_file).predict(images)
+    quantised_model = graspcheck.load(int8_file)
+    assert quantised_model.info.to_json() == graspcheck.load(onnx_file).info.to_json()
+    quantised = quantised_model.predict(images)
+    differences = [abs(a.success_probability - b.success_probability) for a, b in zip(full, quantised)]
+    assert sum(differences) / len(differences) < 0.05
+    with pytest.raises(graspcheck.GraspcheckError, match="--int8"):
+        export(trained.best, "torchscript", out=tmp_path / "m.pt", int8=True)

@@ -120,11 +120,12 @@ def export_command(
     format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     out: Optional[Path] = typer.Option(None, help="Output file (default: beside the checkpoint, .onnx or .torchscript.pt)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX only: quantise the weights dynamically to int8."),
 ) -> None:
     """Export for deployment; the file carries the preprocessing and class metadata. predict accepts .onnx."""
     from .export import export
 
-    typer.echo(f"exported {export(checkpoint, format, str(out) if out else None, overwrite)}")
+    typer.echo(f"exported {export(checkpoint, format, str(out) if out else None, overwrite, int8)}")
 
 
 @app.command("simulate")

@@ -16,20 +16,27 @@ from .predict import find_checkpoint, load
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
-def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Write the model of checkpoint (a file or a run folder) as ONNX or TorchScript; returns the file."""
+def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None = None, overwrite: bool = False,
+           int8: bool = False) -> Path:
+    """Write the model of checkpoint (a file or a run folder) as ONNX or TorchScript; returns the file.
+
+    int8 (ONNX only) quantises the weights dynamically to 8-bit integers with ONNX Runtime's quantiser.
+    """
     if format not in FORMATS:
         raise GraspcheckError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if int8 and format != "onnx":
+        raise GraspcheckError("--int8 works with --format onnx only")
     source = find_checkpoint(checkpoint)
     model = load(source, device="cpu")
-    target = Path(out) if out else source.with_name(source.name.removesuffix(".safetensors") + FORMATS[format])
+    suffix = (".int8" if int8 else "") + FORMATS[format]
+    target = Path(out) if out else source.with_name(source.name.removesuffix(".safetensors") + suffix)
     if target.exists() and not overwrite:
         raise GraspcheckError(f"{target} exists; choose another --out or pass --overwrite")
     height, width = model.info.preprocess.size
     example = torch.zeros(1, 3, height, width)
     metadata = model.info.to_json()
     if format == "onnx":
-        atomic_replace(target, lambda tmp: _export_onnx(model.network, example, metadata, tmp))
+        atomic_replace(target, lambda tmp: _export_onnx(model.network, example, metadata, tmp, int8))
     else:
         with warnings.catch_warnings():
             # PyTorch marks TorchScript deprecated; it is still what many robot stacks (C++ libtorch) load.
@@ -39,8 +46,11 @@ def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None 
     return target
 
 
-def _export_onnx(network: torch.nn.Module, example: torch.Tensor, metadata: str, path: Path) -> None:
+def _export_onnx(network: torch.nn.Module, example: torch.Tensor, metadata: str, path: Path, int8: bool) -> None:
+    import logging
+
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
@@ -50,3 +60,11 @@ def _export_onnx(network: torch.nn.Module, example: torch.Tensor, metadata: str,
     model = program.model_proto
     model.metadata_props.add(key=METADATA_KEY, value=metadata)
     onnx.save(model, str(path))
+    if int8:
+        float_model = path.with_name(path.name + ".fp32")
+        path.rename(float_model)
+        logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs advice through the root logger
+        try:
+            quantize_dynamic(str(float_model), str(path), weight_type=QuantType.QInt8)  # keeps the metadata
+        finally:
+            float_model.unlink(missing_ok=True)
