@@ -72,14 +72,11 @@ def evaluate_command(
 ) -> None:
     """Per-class accuracy, precision/recall/F1 of success, confusion matrix and every wrongly classified image."""
     from .evaluate import evaluate
-    from .report import plot_mistakes
     from .train import new_run_dir
 
     evaluation = evaluate(checkpoint, data, split=split, threshold=threshold, device=device)
     folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
     evaluation.write(folder)
-    names = evaluation.class_names
-    plot_mistakes([(str(s.path), names[s.label], p, prob) for s, p, prob in evaluation.mistakes()], folder / "mistakes.png")
     typer.echo(evaluation.report())
     typer.echo(f"written to {folder}")
 

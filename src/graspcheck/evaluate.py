@@ -14,6 +14,7 @@ from .checkpoint import atomic_write
 from .console import GraspcheckError
 from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
 from .predict import GraspModel, load
+from .report import plot_mistakes
 
 
 def display_name(class_name: str) -> str:
@@ -124,7 +125,7 @@ class Evaluation:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> None:
-        """predictions.csv, mistakes.csv and metrics.json into folder."""
+        """predictions.csv, mistakes.csv, metrics.json and mistakes.png (a grid of the mistakes) into folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         rows = list(zip(self.samples, self.predicted.tolist(), self.probabilities.tolist()))
@@ -140,6 +141,8 @@ class Evaluation:
                 )
         with atomic_write(folder / "metrics.json") as f:
             json.dump(self.summary(), f, indent=2)
+        names = self.class_names
+        plot_mistakes([(str(s.path), names[s.label], p, prob) for s, p, prob in self.mistakes()], folder / "mistakes.png")
 
 
 def _ratio(a: float, b: float) -> float:
