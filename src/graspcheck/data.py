@@ -218,7 +218,6 @@ def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "
     Returns the uint8 pixels (N, H, W, 3) of the readable ones, their indices into paths, and the
     unreadable ones with the reason, each reported as it is found, so one bad file never stops a run.
     """
-    height, width = preprocess.size
     kept, arrays, skipped = [], [], []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
         results = pool.map(lambda p: _try_load(preprocess, p), paths)
@@ -230,8 +229,13 @@ def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "
             else:
                 kept.append(index)
                 arrays.append(torch.from_numpy(result))
-    pixels = torch.stack(arrays) if arrays else torch.empty((0, height, width, 3), dtype=torch.uint8)
-    return pixels, kept, skipped
+    return stack_pixels(arrays, preprocess), kept, skipped
+
+
+def stack_pixels(arrays: list[torch.Tensor], preprocess: Preprocess) -> torch.Tensor:
+    """uint8 images (H, W, 3) -> one batch (N, H, W, 3); an empty batch keeps the model's image shape."""
+    height, width = preprocess.size
+    return torch.stack(arrays) if arrays else torch.empty((0, height, width, 3), dtype=torch.uint8)
 
 
 def read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[Sample]]:

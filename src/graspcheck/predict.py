@@ -13,7 +13,7 @@ from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
 from .console import GraspcheckError
-from .data import decode_paths, list_images
+from .data import decode_paths, list_images, stack_pixels
 from .models import create_model
 from .transforms import to_rgb
 
@@ -115,8 +115,7 @@ class GraspModel:
             elif content in row_of_path:  # unreadable files were reported and are left out
                 sources.append(source)
                 arrays.append(decoded[row_of_path[content]])
-        height, width = self.info.preprocess.size
-        pixels = torch.stack(arrays) if arrays else torch.empty((0, height, width, 3), dtype=torch.uint8)
+        pixels = stack_pixels(arrays, self.info.preprocess)
         probabilities = self.success_probabilities(pixels, batch_size)
         labels = self.verdicts(probabilities, threshold)
         return [Prediction(s, l, float(p)) for s, l, p in zip(sources, labels, probabilities.tolist())]
