@@ -102,3 +102,25 @@ def test_api_evaluation_write_includes_the_mistakes_grid(trained, tmp_path):
     ev = graspcheck.evaluate(trained.best, trained.run_dir / "split.csv", split="val")
     ev.write(tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "mistakes.csv", "mistakes.png", "predictions.csv"]
+
+
+def test_streamed_prediction_matches_one_batch_and_skips_unreadable_files(trained, dataset, tmp_path):
+    model = graspcheck.load(trained.best)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    images = sorted((dataset / "success").iterdir())[:7]
+    for i, path in enumerate(images):
+        (folder / f"{i:02d}.png").write_bytes(path.read_bytes())
+    (folder / "03_broken.png").write_bytes(b"not a png")
+    pil = Image.open(images[0]).convert("RGB")
+    whole = model.predict([folder, pil], batch_size=64)
+    streamed = list(model.iter_predict([folder, pil], batch_size=3))  # batches end mid-folder and mid-mix
+    assert [p.source for p in streamed] == [p.source for p in whole]
+    assert [p.source for p in whole][-1] == "<image 1>" and len(whole) == 8  # 7 readable files + the PIL image
+    for a, b in zip(whole, streamed):
+        assert a.success_probability == pytest.approx(b.success_probability, abs=1e-6)
+
+    result = run_cli("predict", trained.best, folder, "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 7
+    assert "03_broken.png" in result.stderr and "(of 7 images; 1 unreadable file(s) skipped)" in result.stderr

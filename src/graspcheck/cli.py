@@ -91,24 +91,31 @@ def predict_command(
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """One verdict per image: path, label, probability of success; a count per label at the end (on stderr)."""
-    from .predict import load
+    """One verdict per image: path, label, probability of success; a count per label at the end (on stderr).
+
+    Lines and CSV rows appear batch by batch while the next images are being decoded."""
+    from .predict import expand_paths, load
 
     if as_json and as_csv:
         raise GraspcheckError("choose one of --json and --csv")
     model = load(checkpoint, device)
-    predictions = model.predict(paths, threshold=threshold, batch_size=batch_size)
+    files = expand_paths(paths)
+    predictions = []
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if as_csv:
+        writer.writerow(["source", "label", "success_probability"])
+    for p in model.iter_predict(files, threshold=threshold, batch_size=batch_size):
+        predictions.append(p)
+        if as_csv:
+            writer.writerow([p.source, p.label, f"{p.success_probability:.6f}"])
+        elif not as_json:
+            typer.echo(f"{p.source}\t{p.label}\t{p.success_probability:.4f}")
     if as_json:
         typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
-    elif as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["source", "label", "success_probability"])
-        writer.writerows([p.source, p.label, f"{p.success_probability:.6f}"] for p in predictions)
-    else:
-        for p in predictions:
-            typer.echo(f"{p.source}\t{p.label}\t{p.success_probability:.4f}")
     counts = {name: sum(p.label == name for p in predictions) for name in model.class_names}
-    typer.echo("  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images)", err=True)
+    summary = "  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images"
+    skipped = len(files) - len(predictions)
+    typer.echo(summary + (f"; {skipped} unreadable file(s) skipped)" if skipped else ")"), err=True)
 
 
 @app.command("export")

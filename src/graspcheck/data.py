@@ -16,11 +16,13 @@ import csv
 import os
 import random
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -205,11 +207,41 @@ def write_split_csv(path: Path, splits: dict[str, list[Sample]], class_names: tu
             writer.writerows([str(s.path.resolve()), class_names[s.label], s.episode, name] for s in members)
 
 
-def _try_load(preprocess: Preprocess, path: Path):
+def try_load(preprocess: Preprocess, path: Path) -> np.ndarray | Exception:
     try:
         return preprocess.load(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return error
+
+
+def decode_threads() -> int:
+    """Decoding threads: Pillow releases the GIL while decoding, so a few more than the cores keep them busy."""
+    return min(8, (os.cpu_count() or 1) + 2)
+
+
+def iter_decoded(paths: Iterable[Path], preprocess: Preprocess, lookahead: int = 64) -> Iterator[tuple[Path, np.ndarray | Exception]]:
+    """Decode and resize images in order, up to ``lookahead`` ahead of the consumer, in background threads.
+
+    Yields (path, uint8 array (H, W, 3)) or (path, the exception that made it unreadable). The consumer's
+    work (inference, say) overlaps with decoding, and memory holds at most lookahead decoded images.
+    """
+    paths = iter(paths)
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
+        pending: deque = deque()
+        for path in paths:
+            pending.append((path, pool.submit(try_load, preprocess, path)))
+            if len(pending) >= lookahead:
+                break
+        while pending:
+            path, future = pending.popleft()
+            following = next(paths, None)
+            if following is not None:
+                pending.append((following, pool.submit(try_load, preprocess, following)))
+            yield path, future.result()
+
+
+def unreadable_reason(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "decode") -> tuple[torch.Tensor, list[int], list[tuple[Path, str]]]:
@@ -219,16 +251,15 @@ def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "
     unreadable ones with the reason, each reported as it is found, so one bad file never stops a run.
     """
     kept, arrays, skipped = [], [], []
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        results = pool.map(lambda p: _try_load(preprocess, p), paths)
-        for index, (path, result) in enumerate(progress(zip(paths, results), total=len(paths), desc=description, unit="img", leave=False)):
-            if isinstance(result, Exception):
-                reason = str(result).splitlines()[0] if str(result) else type(result).__name__
-                log(f"skipped unreadable image {path}: {reason}")
-                skipped.append((path, reason))
-            else:
-                kept.append(index)
-                arrays.append(torch.from_numpy(result))
+    decoded = iter_decoded(paths, preprocess, lookahead=max(64, 4 * decode_threads()))
+    for index, (path, result) in enumerate(progress(decoded, total=len(paths), desc=description, unit="img", leave=False)):
+        if isinstance(result, Exception):
+            reason = unreadable_reason(result)
+            log(f"skipped unreadable image {path}: {reason}")
+            skipped.append((path, reason))
+        else:
+            kept.append(index)
+            arrays.append(torch.from_numpy(result))
     return stack_pixels(arrays, preprocess), kept, skipped
 
 

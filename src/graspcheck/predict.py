@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
-from .console import GraspcheckError
-from .data import decode_paths, list_images, stack_pixels
+from .console import GraspcheckError, log
+from .data import try_load, iter_decoded, list_images, unreadable_reason
 from .models import create_model
 from .transforms import to_rgb
 
@@ -88,37 +88,56 @@ class GraspModel:
         return [self.class_names[int(p >= cut)] for p in probabilities.tolist()]
 
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float | None = None, batch_size: int = 64) -> list[Prediction]:
-        """Verdicts for image files, folders (searched recursively), PIL images or RGB uint8 arrays.
+        """Verdicts for image files, folders (searched recursively), PIL images or RGB uint8 arrays, in input order.
 
         Unreadable files are reported and left out of the result.
         """
+        return list(self.iter_predict(images, threshold, batch_size))
+
+    def iter_predict(self, images: ImageInput | Iterable[ImageInput], threshold: float | None = None, batch_size: int = 64) -> Iterator[Prediction]:
+        """Like predict, but yields each batch's verdicts as soon as they are known, while background threads
+        decode the next images: a large folder streams through at the speed of the slower of the two."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
-        # Each entry is a file to decode (index into paths) or an image already in memory, in input order.
-        entries: list[tuple[str, int | torch.Tensor]] = []
-        paths: list[Path] = []
-        for item in images:
+        batch: list[tuple[str, torch.Tensor]] = []
+        for source, pixels in self._decoded(images, lookahead=2 * batch_size):
+            batch.append((source, pixels))
+            if len(batch) == batch_size:
+                yield from self._classify(batch, threshold)
+                batch = []
+        if batch:
+            yield from self._classify(batch, threshold)
+
+    def _decoded(self, images: Iterable[ImageInput], lookahead: int) -> Iterator[tuple[str, torch.Tensor]]:
+        """(source, uint8 pixels) for each readable input, in input order; unreadable files are reported."""
+        # An image in memory is named after its position among the inputs, a file by its path.
+        entries: list[Path | tuple[str, Image.Image]] = []
+        for position, item in enumerate(images):
             if isinstance(item, (str, Path)):
-                for path in expand_paths([item]):
-                    entries.append((str(path), len(paths)))
-                    paths.append(path)
+                entries.extend(expand_paths([item]))
             else:
                 image = item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item, dtype=np.uint8))
-                entries.append((f"<image {len(entries)}>", torch.from_numpy(self.info.preprocess.resize(to_rgb(image)))))
-        decoded, kept, _ = decode_paths(paths, self.info.preprocess, description="predict")
-        row_of_path = {path_index: row for row, path_index in enumerate(kept)}
-        sources, arrays = [], []
-        for source, content in entries:
-            if isinstance(content, torch.Tensor):
-                sources.append(source)
-                arrays.append(content)
-            elif content in row_of_path:  # unreadable files were reported and are left out
-                sources.append(source)
-                arrays.append(decoded[row_of_path[content]])
-        pixels = stack_pixels(arrays, self.info.preprocess)
-        probabilities = self.success_probabilities(pixels, batch_size)
+                entries.append((f"<image {position}>", image))
+        files = [entry for entry in entries if isinstance(entry, Path)]
+        if len(files) == 1:  # one image, as a robot sends it: decoding in a thread would only add latency
+            decoded_files = iter([(files[0], try_load(self.info.preprocess, files[0]))])
+        else:
+            decoded_files = iter_decoded(files, self.info.preprocess, lookahead)
+        for entry in entries:
+            if isinstance(entry, tuple):
+                name, image = entry
+                yield name, torch.from_numpy(self.info.preprocess.resize(to_rgb(image)))
+                continue
+            path, result = next(decoded_files)
+            if isinstance(result, Exception):
+                log(f"skipped unreadable image {path}: {unreadable_reason(result)}")
+            else:
+                yield str(path), torch.from_numpy(result)
+
+    def _classify(self, batch: list[tuple[str, torch.Tensor]], threshold: float | None) -> list[Prediction]:
+        probabilities = self.success_probabilities(torch.stack([pixels for _, pixels in batch]), len(batch))
         labels = self.verdicts(probabilities, threshold)
-        return [Prediction(s, l, float(p)) for s, l, p in zip(sources, labels, probabilities.tolist())]
+        return [Prediction(source, label, p) for (source, _), label, p in zip(batch, labels, probabilities.tolist())]
 
 
 class OnnxNetwork(nn.Module):
