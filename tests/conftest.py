@@ -18,8 +18,8 @@ def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), episodes_per_class=12, frames=4)
 
 
-# A seednet small and quick enough for CPU tests; it learns the generated sets within a few epochs.
-FAST = dict(model="seednet", img_size=32, lr=0.01, batch_size=16)
+# The seed's recipe with a seednet small and quick enough for CPU tests; it learns the generated sets within a few epochs.
+FAST = dict(recipe="seed", img_size=32, lr=0.01, batch_size=16)
 
 
 @pytest.fixture(scope="session")

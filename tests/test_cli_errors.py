@@ -56,6 +56,7 @@ def test_existing_run_folder(dataset, tmp_path):
 def test_unknown_model_and_bad_options(dataset):
     _assert_one_line_error(run_cli("train", dataset, "--model", "nope"), "unknown model")
     _assert_one_line_error(run_cli("train", dataset, "--balance", "magic"), "--balance")
+    _assert_one_line_error(run_cli("train", dataset, "--recipe", "grandma"), "unknown recipe")
 
 
 def test_missing_image_to_predict(trained, tmp_path):

@@ -160,3 +160,23 @@ def test_resume_is_exact_with_augmentation_and_a_schedule(dataset, tmp_path):
     a, b = load_file(full.last), load_file(resumed.last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reaches zero at the end
+
+
+def test_recipes_set_defaults_and_given_options_win():
+    default = graspcheck.TrainConfig.from_recipe("data")
+    assert (default.model, default.img_size, default.augment, default.schedule) == ("mobilenet_v3_small", 128, "strong", "cosine")
+    seed = graspcheck.TrainConfig.from_recipe("data", recipe="seed")
+    assert (seed.model, seed.img_size, seed.epochs, seed.lr, seed.schedule, seed.augment) == ("seednet", 224, 10, 0.001, "constant", "none")
+    assert graspcheck.TrainConfig.from_recipe("data", recipe="seed", img_size=64, lr=0.01).img_size == 64
+    with pytest.raises(graspcheck.GraspcheckError, match="unknown training option"):
+        graspcheck.TrainConfig.from_recipe("data", learning_rate=0.1)
+
+
+def test_cli_train_without_options_uses_the_default_recipe(dataset, tmp_path):
+    from test_predict_evaluate import run_cli
+
+    result = run_cli("train", dataset, "--epochs", "1", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["recipe"], config["model"], config["img_size"]) == ("default", "mobilenet_v3_small", 128)
+    assert graspcheck.load(tmp_path / "run").info.model == "mobilenet_v3_small"

@@ -23,16 +23,17 @@ app = typer.Typer(
 @app.command("train")
 def train_command(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder: one sub-folder per class, optionally inside train/ val/ test/."),
-    model: str = typer.Option("seednet", help="Architecture; see 'graspcheck models'."),
-    epochs: int = typer.Option(10, help="Training epochs."),
+    recipe: str = typer.Option("default", help="default (mobilenet_v3_small at 128 px, chosen by measurement) or seed (the seed notebook's seednet at 224 px); the options below override it."),
+    model: Optional[str] = typer.Option(None, help="Architecture; see 'graspcheck models'. [recipe: mobilenet_v3_small; seed: seednet]"),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs. [recipe: 15; seed: 10]"),
     batch_size: int = typer.Option(32, help="Images per SGD step."),
     optimizer: str = typer.Option("sgd", help="sgd (the seed's) or adamw."),
-    lr: float = typer.Option(0.001, help="Learning rate."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate. [recipe: 0.02; seed: 0.001]"),
     momentum: float = typer.Option(0.9, help="SGD momentum."),
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
-    schedule: str = typer.Option("constant", help="Learning rate over the run: constant (the seed's) or cosine."),
-    img_size: int = typer.Option(224, help="Square input size in pixels."),
-    augment: str = typer.Option("none", help="On-the-fly augmentation of training images: none, light or strong."),
+    schedule: Optional[str] = typer.Option(None, help="Learning rate over the run: cosine or constant. [recipe: cosine; seed: constant]"),
+    img_size: Optional[int] = typer.Option(None, help="Square input size in pixels. [recipe: 128; seed: 224]"),
+    augment: Optional[str] = typer.Option(None, help="On-the-fly augmentation of training images: none, light or strong. [recipe: strong; seed: none]"),
     balance: str = typer.Option("loss", help="Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none."),
     val_fraction: float = typer.Option(0.15, help="Share of episodes held out for validation when no val/ folder pins it."),
     test_fraction: float = typer.Option(0.15, help="Share of episodes held out for testing when there is neither --test nor a test/ folder."),
@@ -55,8 +56,8 @@ def train_command(
     if resume is not None:
         result = train(resume=resume)
     else:
-        options = {k: v for k, v in locals().items() if k not in ("data", "resume", "overwrite", "train")}
-        options.update(test=str(test) if test else None, weights=str(weights) if weights else None, out=str(out) if out else None)
+        options = {k: v for k, v in locals().items() if k not in ("data", "resume", "overwrite", "train") and v is not None}
+        options.update({k: str(v) for k, v in (("test", test), ("weights", weights), ("out", out)) if v is not None})
         result = train(data, overwrite=overwrite, **options)
     typer.echo(f"done: {result.run_dir}  best checkpoint {result.best}")
 

@@ -35,25 +35,33 @@ from .report import plot_history
 from .transforms import AUGMENT_PRESETS, Preprocess, augment_batch, augmentation
 
 BALANCE_MODES = ("loss", "sampler", "none")
+# A recipe is a set of settings that differ from TrainConfig's defaults (the "default" recipe).
+RECIPES: dict[str, dict] = {
+    "default": {},
+    # The seed notebook: its Net at 224x224, SGD at a constant 0.001, 10 epochs, no augmentation.
+    "seed": dict(model="seednet", img_size=224, epochs=10, lr=0.001, schedule="constant", augment="none"),
+}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class TrainConfig:
-    """Every recipe choice, with defaults that reproduce the seed notebook."""
+    """Every recipe choice. The defaults are graspcheck's default recipe, chosen by measurement on the
+    simulated dataset (benchmarks/README.md, "Time to accuracy"); recipe="seed" is the seed notebook's."""
 
     data: str
-    model: str = "seednet"
-    epochs: int = 10
+    recipe: str = "default"
+    model: str = "mobilenet_v3_small"
+    epochs: int = 15
     batch_size: int = 32
     optimizer: str = "sgd"
-    lr: float = 0.001
+    lr: float = 0.02
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    schedule: str = "constant"  # or cosine: decay the learning rate to zero over the run, per step
-    img_size: int = 224
-    augment: str = "none"  # on-the-fly augmentation of training images: none (the seed's), light or strong
+    schedule: str = "cosine"  # decay the learning rate to zero over the run, per step; or constant
+    img_size: int = 128
+    augment: str = "strong"  # on-the-fly augmentation of training images: none, light or strong
     balance: str = "loss"
     val_fraction: float = 0.15
     test_fraction: float = 0.15  # used only when there is no --test folder and no test/ split folder
@@ -67,6 +75,17 @@ class TrainConfig:
     device: str = "auto"
     fast: bool = True  # channels-last memory and bfloat16 autocast where the hardware supports bfloat16
     out: str | None = None
+
+    @classmethod
+    def from_recipe(cls, data: str, recipe: str = "default", **options) -> "TrainConfig":
+        """The recipe's settings, then the options given, which win."""
+        if recipe not in RECIPES:
+            raise GraspcheckError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise GraspcheckError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(data=data, recipe=recipe, **{**RECIPES[recipe], **options})
 
     def validate(self) -> None:
         if self.model not in list_models():
@@ -104,7 +123,8 @@ def train(
 ) -> TrainResult:
     """Train a grasp-success classifier, or resume an interrupted run (``resume=RUN_DIR``).
 
-    options are the fields of TrainConfig (model, epochs, batch_size, lr, ...). callbacks are called as
+    options are the fields of TrainConfig (recipe, model, epochs, batch_size, lr, ...): recipe="seed" trains
+    the seed notebook's way, other options override the recipe's settings. callbacks are called as
     ``callback(epoch, metrics_row)`` after each epoch's files are written. overwrite allows --out to
     name an existing run folder, which is then replaced.
     """
@@ -112,7 +132,7 @@ def train(
         return _Run.resume(Path(resume)).fit(callbacks or [])
     if data is None:
         raise GraspcheckError("pass a dataset folder to train on, or resume=RUN to continue a run")
-    config = TrainConfig(data=str(data), **options)
+    config = TrainConfig.from_recipe(str(data), **options)
     config.validate()
     return _Run.start(config, overwrite).fit(callbacks or [])
 
