@@ -50,16 +50,21 @@ def train_command(
     overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),
 ) -> None:
-    """Train a classifier; the run folder gets config, split, metrics.csv, results.png and checkpoints."""
+    """Train a classifier; the run folder gets config, split, metrics.csv, results.png and checkpoints.
+
+    On several processes or machines: torchrun --nproc_per_node N -m graspcheck train DATA ... (--batch-size is per process)."""
+    given = {k: v for k, v in locals().items() if v is not None}  # first: the parameters, nothing else yet
+    from .distributed import is_main_process
     from .train import train
 
     if resume is not None:
         result = train(resume=resume)
     else:
-        options = {k: v for k, v in locals().items() if k not in ("data", "resume", "overwrite", "train") and v is not None}
+        options = {k: v for k, v in given.items() if k not in ("data", "resume", "overwrite")}
         options.update({k: str(v) for k, v in (("test", test), ("weights", weights), ("out", out)) if v is not None})
         result = train(data, overwrite=overwrite, **options)
-    typer.echo(f"done: {result.run_dir}  best checkpoint {result.best}")
+    if is_main_process():
+        typer.echo(f"done: {result.run_dir}  best checkpoint {result.best}")
 
 
 @app.command("evaluate")

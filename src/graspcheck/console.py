@@ -6,16 +6,19 @@ import sys
 
 from tqdm import tqdm
 
+from .distributed import is_main_process
+
 
 class GraspcheckError(Exception):
     """Bad input or a state the user can correct; the message says what is wrong and what to do."""
 
 
 def log(message: str) -> None:
-    """Print a status line to stderr without tearing an active progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    """Print a status line to stderr without tearing an active progress bar (in a torchrun job, rank 0's only)."""
+    if is_main_process():
+        tqdm.write(message, file=sys.stderr)
 
 
 def progress(iterable=None, **kwargs) -> tqdm:
     """A progress bar on stderr that switches itself off when stderr is not a terminal (CI, pipes, logs)."""
-    return tqdm(iterable, disable=None, file=sys.stderr, dynamic_ncols=True, **kwargs)
+    return tqdm(iterable, disable=None if is_main_process() else True, file=sys.stderr, dynamic_ncols=True, **kwargs)

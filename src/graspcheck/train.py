@@ -28,7 +28,8 @@ from torch import nn
 from .checkpoint import CheckpointInfo, atomic_replace, atomic_write, load_train_state, save_checkpoint, save_train_state
 from .console import GraspcheckError, log, progress
 from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset, split_by_episode, write_split_csv
-from .evaluate import Evaluation, evaluate_decoded
+from .distributed import cuda_device_of_this_process, join, leave
+from .evaluate import Evaluation
 from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
 from .report import plot_history
@@ -129,12 +130,17 @@ def train(
     name an existing run folder, which is then replaced.
     """
     if resume is not None:
-        return _Run.resume(Path(resume)).fit(callbacks or [])
-    if data is None:
+        run = _Run.resume(Path(resume))
+    elif data is None:
         raise GraspcheckError("pass a dataset folder to train on, or resume=RUN to continue a run")
-    config = TrainConfig.from_recipe(str(data), **options)
-    config.validate()
-    return _Run.start(config, overwrite).fit(callbacks or [])
+    else:
+        config = TrainConfig.from_recipe(str(data), **options)
+        config.validate()
+        run = _Run.start(config, overwrite)
+    try:
+        return run.fit(callbacks or [])
+    finally:
+        leave(run.group)
 
 
 def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("runs/train")) -> Path:
@@ -250,6 +256,10 @@ class _Run:
         self.run_dir = run_dir
         self.class_names = class_names
         self.device = resolve_device(config.device)
+        self.group = join(self.device.type)
+        if self.group.size > 1 and self.device.type == "cuda":
+            self.device = torch.device(cuda_device_of_this_process())
+            torch.cuda.set_device(self.device)
         self.preprocess = Preprocess(size=(config.img_size, config.img_size))
         self.augmentation = augmentation(config.augment, self.preprocess.size)
         self.images: dict[str, DecodedImages] = {}
@@ -271,11 +281,15 @@ class _Run:
         self.speed = SpeedOptions.resolve(config.fast, self.device)
         if self.speed.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
+        # Trained through DDP when torchrun started several processes; evaluated and saved unwrapped.
+        self.trainer = self.network
+        if self.group.size > 1:
+            self.trainer = nn.parallel.DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        steps = config.epochs * _batches_per_epoch(len(self.images["train"]), config.batch_size)
+        steps = config.epochs * _batches_per_epoch(len(self.group.shard(torch.arange(len(train_labels)))), config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config.schedule, steps))
         weight = class_weights(train_labels).to(self.device) if config.balance == "loss" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight)
@@ -287,15 +301,27 @@ class _Run:
         class_names, splits = _make_splits(config)
         run = cls(config, class_names, splits)
         # The folder is made only once data and model are known to be usable: a failed start leaves nothing.
-        run.run_dir = new_run_dir(config.out, overwrite)
-        (run.run_dir / "weights").mkdir()
+        outcome = None
+        if run.group.is_main:
+            try:
+                outcome = run._make_folder(splits, overwrite)
+            except GraspcheckError as error:
+                outcome = error
+        run.run_dir = run.group.raise_together(outcome)
         config.out = str(run.run_dir)
-        with atomic_write(run.run_dir / "config.json") as f:
-            json.dump({**asdict(config), "class_names": list(class_names)}, f, indent=2)
-        write_split_csv(run.run_dir / "split.csv", splits, class_names)
-        counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
-        log(f"run folder {run.run_dir}; images per split: {counts}")
         return run
+
+    def _make_folder(self, splits: dict[str, list[Sample]], overwrite: bool) -> Path:
+        run_dir = new_run_dir(self.config.out, overwrite)
+        (run_dir / "weights").mkdir()
+        self.config.out = str(run_dir)
+        with atomic_write(run_dir / "config.json") as f:
+            json.dump({**asdict(self.config), "class_names": list(self.class_names)}, f, indent=2)
+        write_split_csv(run_dir / "split.csv", splits, self.class_names)
+        counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
+        processes = f" ({self.group.size} processes, {self.config.batch_size} images a step each)" if self.group.size > 1 else ""
+        log(f"run folder {run_dir}; images per split: {counts}{processes}")
+        return run_dir
 
     @classmethod
     def resume(cls, run_dir: Path) -> "_Run":
@@ -340,7 +366,8 @@ class _Run:
             log(self._epoch_line(row))
             if "test_balanced_acc" in row:
                 log(f"Test after epoch {epoch}:\n  " + test_eval.class_table().replace("\n", "\n  "))
-            self._save(epoch, row)
+            if self.group.is_main:
+                self._save(epoch, row)
             for callback in callbacks:
                 callback(epoch, row)
         weights = self.run_dir / "weights"
@@ -349,14 +376,15 @@ class _Run:
     def _train_one_epoch(self, epoch: int) -> tuple[float, Evaluation]:
         """One pass over the training split; returns the mean loss and the running per-class accuracy."""
         # Seeding per epoch (not once per run) makes a resumed run repeat exactly what an uninterrupted one does.
-        torch.manual_seed(self.config.seed * 100003 + epoch)
+        # The image order is the same on every rank (each takes its shard); augmentation differs per rank.
+        torch.manual_seed(self.config.seed * 100003 + epoch + 7919 * self.group.rank)
         images = self.images["train"]
-        n = len(images)
         labels = images.labels
-        order = epoch_order(labels, self.config.balance, self.config.seed * 100003 + epoch)
-        self.network.train()
+        order = self.group.shard(epoch_order(labels, self.config.balance, self.config.seed * 100003 + epoch))
+        n = len(order)
+        self.trainer.train()
         total_loss, seen = 0.0, 0
-        probabilities = torch.empty(n)
+        used, probabilities = [], []
         batches = [order[i : i + self.config.batch_size] for i in range(0, n, self.config.batch_size)]
         batches = batches[: _batches_per_epoch(n, self.config.batch_size)]
         for batch in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
@@ -365,21 +393,31 @@ class _Run:
                 pixels = augment_batch(pixels, self.augmentation)
             x = self.preprocess.normalize(pixels.to(self.device))
             y = labels[batch].to(self.device)
-            logits, loss = train_step(self.network, self.optimizer, self.loss_fn, x, y, self.speed)
+            logits, loss = train_step(self.trainer, self.optimizer, self.loss_fn, x, y, self.speed)
             self.scheduler.step()
             total_loss += loss.item() * len(batch)
             seen += len(batch)
-            probabilities[batch] = torch.softmax(logits, 1)[:, 1].cpu()
-        used = torch.cat(batches)
+            used.append(batch)
+            probabilities.append(torch.softmax(logits, 1)[:, 1].cpu())
+        self.group.sync_buffers(self.network)
+        # Loss and running accuracy over the images of all ranks.
+        parts = self.group.gather((total_loss, seen, torch.cat(used), torch.cat(probabilities)))
+        used = torch.cat([part[2] for part in parts])
         samples = [images.samples[i] for i in used.tolist()]
-        running = Evaluation(self.class_names, samples, probabilities[used], self.config.threshold)
-        return total_loss / seen, running
+        running = Evaluation(self.class_names, samples, torch.cat([part[3] for part in parts]), self.config.threshold)
+        return sum(part[0] for part in parts) / sum(part[1] for part in parts), running
 
     def _model(self) -> GraspModel:
         return GraspModel(self.network, self._info(0, {}), self.device)
 
     def _evaluate(self, split: str) -> Evaluation:
-        return evaluate_decoded(self._model(), self.images[split])
+        """Each rank classifies every size-th image; the probabilities of all ranks are put back in order."""
+        images = self.images[split]
+        mine = torch.arange(self.group.rank, len(images), self.group.size)
+        probabilities = torch.empty(len(images))
+        for indices, values in self.group.gather((mine, self._model().success_probabilities(images.pixels[mine]))):
+            probabilities[indices] = values
+        return Evaluation(self.class_names, images.samples, probabilities, self.config.threshold, len(images.skipped))
 
     def _loss_of(self, evaluation: Evaluation) -> float:
         p = evaluation.probabilities.clamp(1e-7, 1 - 1e-7)
