@@ -153,7 +153,11 @@ class OnnxNetwork(nn.Module):
         import onnxruntime
 
         try:
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            # ORT's threads otherwise spin for a while after each run, taking the cores from the PyTorch
+            # pre- and post-processing around it: measured 3x slower end to end on 2 cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own exception types for unreadable models
             raise GraspcheckError(f"{path} is not a readable ONNX model: {str(error).splitlines()[0]}") from error
         metadata = session.get_modelmeta().custom_metadata_map
