@@ -130,20 +130,35 @@ def test_a_separate_test_folder_is_evaluated(dataset, tmp_path):
 
 
 def test_augmentation_changes_images_per_sample_and_is_seeded():
-    from graspcheck.transforms import augment_batch, augmentation
+    from graspcheck.transforms import augment_batch
 
     batch = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
     batch[1] = batch[0]
-    transform = augmentation("strong", (32, 32))
     torch.manual_seed(0)
-    first = augment_batch(batch, transform)
+    first = augment_batch(batch, "strong")
     torch.manual_seed(0)
-    again = augment_batch(batch, transform)
+    again = augment_batch(batch, "strong")
     assert first.shape == batch.shape and first.dtype == torch.uint8
     assert torch.equal(first, again)
     assert not torch.equal(first, batch)
     assert not torch.equal(first[0], first[1])  # the same image gets its own random parameters
-    assert augmentation("none", (32, 32)) is None
+
+
+def test_recorded_augmentation_parameters_replay_exactly_at_any_size():
+    from graspcheck.transforms import apply_augmentation, sample_augmentation
+
+    params = sample_augmentation("strong", torch.Generator().manual_seed(3))
+    assert params == sample_augmentation("strong", torch.Generator().manual_seed(3))
+    assert json.loads(json.dumps(params)) == params  # plain numbers: they go into a manifest
+    image = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
+    assert torch.equal(apply_augmentation(image, params), apply_augmentation(image, params))
+    assert apply_augmentation(image, params).shape == (3, 48, 64)
+    assert apply_augmentation(image, params, (16, 16)).shape == (3, 16, 16)
+    identity = dict(params, crop=[0, 0, 1, 1], flip=False, rotation=0, brightness=1, contrast=1, saturation=1, hue=0,
+                    grayscale=False, blur_sigma=0, noise=0)
+    assert torch.equal(apply_augmentation(image, identity), image)
+    flipped = dict(identity, flip=True)
+    assert torch.equal(apply_augmentation(image, flipped), image.flip(-1))
 
 
 def test_resume_is_exact_with_augmentation_and_a_schedule(dataset, tmp_path):

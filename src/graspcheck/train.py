@@ -33,7 +33,7 @@ from .evaluate import Evaluation
 from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
 from .report import plot_history
-from .transforms import AUGMENT_PRESETS, Preprocess, augment_batch, augmentation
+from .transforms import AUGMENT_PRESETS, Preprocess, augment_batch
 
 BALANCE_MODES = ("loss", "sampler", "none")
 # A recipe is a set of settings that differ from TrainConfig's defaults (the "default" recipe).
@@ -261,7 +261,6 @@ class _Run:
             self.device = torch.device(cuda_device_of_this_process())
             torch.cuda.set_device(self.device)
         self.preprocess = Preprocess(size=(config.img_size, config.img_size))
-        self.augmentation = augmentation(config.augment, self.preprocess.size)
         self.images: dict[str, DecodedImages] = {}
         for name in ("train", "val", "test"):
             if name in splits:
@@ -389,8 +388,8 @@ class _Run:
         batches = batches[: _batches_per_epoch(n, self.config.batch_size)]
         for batch in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             pixels = images.pixels[batch]
-            if self.augmentation is not None:
-                pixels = augment_batch(pixels, self.augmentation)
+            if self.config.augment != "none":
+                pixels = augment_batch(pixels, self.config.augment)
             x = self.preprocess.normalize(pixels.to(self.device))
             y = labels[batch].to(self.device)
             logits, loss = train_step(self.trainer, self.optimizer, self.loss_fn, x, y, self.speed)

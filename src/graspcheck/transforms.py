@@ -6,10 +6,9 @@ uint8 arrays; normalisation happens on whole batches, so a decoded image can be 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -69,37 +68,100 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-AUGMENT_PRESETS = ("none", "light", "strong")
+@dataclass(frozen=True)
+class AugmentRanges:
+    """Ranges of label-preserving changes for a fixed robot camera. One definition serves on-the-fly
+    augmentation in training and the offline ``graspcheck augment`` command."""
+
+    crop_area: tuple[float, float]  # share of the image a crop keeps (then resized back, so: scale and shift)
+    crop_ratio: tuple[float, float]  # width/height of the crop
+    flip: float  # probability of a mirror image (a left hand becomes a right hand; grasp success is unchanged)
+    rotation: float  # degrees, either way
+    brightness: float  # factor within 1 +- this
+    contrast: float
+    saturation: float
+    hue: float  # shift, in turns of the colour wheel, either way
+    grayscale: float  # probability
+    blur: float  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float]
+    noise: float  # largest standard deviation of additive Gaussian noise, on a 0-1 scale
 
 
-def augmentation(preset: str, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """Label-preserving transforms for a fixed robot camera, on one uint8 image (3, H, W); None for "none".
+AUGMENT_RANGES: dict[str, AugmentRanges] = {
+    "light": AugmentRanges(crop_area=(0.8, 1.0), crop_ratio=(0.9, 1.1), flip=0.5, rotation=0.0, brightness=0.2,
+                           contrast=0.2, saturation=0.2, hue=0.02, grayscale=0.0, blur=0.0, blur_sigma=(0.1, 1.0), noise=0.0),
+    "strong": AugmentRanges(crop_area=(0.6, 1.0), crop_ratio=(0.8, 1.25), flip=0.5, rotation=10.0, brightness=0.4,
+                            contrast=0.4, saturation=0.4, hue=0.05, grayscale=0.05, blur=0.2, blur_sigma=(0.1, 1.5), noise=0.03),
+}
+AUGMENT_PRESETS = ("none", *AUGMENT_RANGES)
 
-    light: small crops and shifts, horizontal flips, mild colour changes. strong: larger crops, small
-    rotations, stronger colour changes, occasional blur and grayscale.
+
+def sample_augmentation(preset: str, generator: torch.Generator | None = None) -> dict:
+    """Draw one set of augmentation parameters (plain numbers, so they can be recorded and replayed).
+
+    The crop is given as fractions of the image (top, left, height, width), so one set of parameters means
+    the same change for an original frame and for its resized copy.
     """
-    from torchvision.transforms import v2
+    ranges = AUGMENT_RANGES[preset]
 
-    if preset == "none":
-        return None
-    if preset == "light":
-        return v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-        ])
-    if preset == "strong":
-        return v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomRotation(10),
-            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
-            v2.RandomGrayscale(p=0.05),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=0.2),
-        ])
-    raise ValueError(f"unknown augmentation preset {preset!r}")
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * torch.rand(1, generator=generator).item()
+
+    def chance(p: float) -> bool:
+        return p > 0 and torch.rand(1, generator=generator).item() < p
+
+    # Like torchvision's RandomResizedCrop: area and aspect ratio, a few tries to fit, else the whole image.
+    crop = [0.0, 0.0, 1.0, 1.0]
+    for _ in range(10):
+        area = uniform(*ranges.crop_area)
+        ratio = math.exp(uniform(math.log(ranges.crop_ratio[0]), math.log(ranges.crop_ratio[1])))
+        width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
+        if width <= 1 and height <= 1:
+            crop = [uniform(0, 1 - height), uniform(0, 1 - width), height, width]
+            break
+    return {
+        "crop": [round(v, 4) for v in crop],
+        "flip": chance(ranges.flip),
+        "rotation": round(uniform(-ranges.rotation, ranges.rotation), 2),
+        "brightness": round(uniform(1 - ranges.brightness, 1 + ranges.brightness), 3),
+        "contrast": round(uniform(1 - ranges.contrast, 1 + ranges.contrast), 3),
+        "saturation": round(uniform(1 - ranges.saturation, 1 + ranges.saturation), 3),
+        "hue": round(uniform(-ranges.hue, ranges.hue), 3),
+        "grayscale": chance(ranges.grayscale),
+        "blur_sigma": round(uniform(*ranges.blur_sigma), 2) if chance(ranges.blur) else 0.0,
+        "noise": round(uniform(0, ranges.noise), 4),
+        "noise_seed": int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()),
+    }
 
 
-def augment_batch(batch: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply transform to each uint8 image of (N, H, W, 3) with its own random parameters."""
-    return torch.stack([transform(image.permute(2, 0, 1)).permute(1, 2, 0) for image in batch])
+def apply_augmentation(image: torch.Tensor, params: dict, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One uint8 image (3, H, W) changed as params say, with torchvision's functional transforms; the result
+    has the given size (height, width), or the image's own."""
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = image.shape[-2:]
+    top, left, crop_height, crop_width = params["crop"]
+    out_size = list(size or (height, width))
+    image = F.resized_crop(image, round(top * height), round(left * width), max(1, round(crop_height * height)),
+                           max(1, round(crop_width * width)), out_size, antialias=True)
+    if params["flip"]:
+        image = F.horizontal_flip(image)
+    if params["rotation"]:
+        image = F.rotate(image, params["rotation"], interpolation=F.InterpolationMode.BILINEAR)
+    image = F.adjust_brightness(image, params["brightness"])
+    image = F.adjust_contrast(image, params["contrast"])
+    image = F.adjust_saturation(image, params["saturation"])
+    image = F.adjust_hue(image, params["hue"])
+    if params["grayscale"]:
+        image = F.rgb_to_grayscale(image, num_output_channels=3)
+    if params["blur_sigma"] > 0:
+        image = F.gaussian_blur(image, [5, 5], [params["blur_sigma"]] * 2)
+    if params["noise"] > 0:
+        noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(params["noise_seed"])) * params["noise"]
+        image = (image.float() / 255 + noise).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    return image
+
+
+def augment_batch(batch: torch.Tensor, preset: str) -> torch.Tensor:
+    """Augment each uint8 image of (N, H, W, 3) with its own parameters drawn from torch's global generator."""
+    return torch.stack([apply_augmentation(image.permute(2, 0, 1), sample_augmentation(preset)).permute(1, 2, 0) for image in batch])
