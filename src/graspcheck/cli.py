@@ -138,6 +138,53 @@ def export_command(
     typer.echo(f"exported {export(checkpoint, format, str(out) if out else None, overwrite, int8)}")
 
 
+@app.command("extract")
+def extract_command(
+    videos: Optional[List[Path]] = typer.Argument(None, help="Video files (MP4, AVI, MOV, MKV, ...) or folders of them."),
+    label: Optional[str] = typer.Option(None, help="Class of these videos' frames, e.g. success or not_success."),
+    out: Path = typer.Option(..., help="Dataset folder: frames go to OUT/<label>/, rows to OUT/manifest.csv."),
+    video_list: Optional[Path] = typer.Option(None, "--list", help="CSV with the columns video,label[,start,end] (seconds) for many videos."),
+    every: Optional[int] = typer.Option(None, help="Take every N-th frame (the default: every frame)."),
+    fps: Optional[float] = typer.Option(None, help="Take N frames per second."),
+    count: Optional[int] = typer.Option(None, help="Take N evenly spaced frames of each video (or window)."),
+    start: float = typer.Option(0.0, help="Start of the time window, seconds (e.g. the moment after the lift)."),
+    end: Optional[float] = typer.Option(None, help="End of the time window, seconds."),
+    size: Optional[str] = typer.Option(None, help="Resize frames to N (square) or WIDTHxHEIGHT pixels."),
+    crop: Optional[str] = typer.Option(None, help="Crop first: 'center' (largest centred square) or x,y,w,h in pixels."),
+    dedupe: Optional[float] = typer.Option(None, help="Drop a frame whose mean pixel difference to the last kept one is below this (0-1; try 0.02)."),
+) -> None:
+    """Frames of grasp videos into a dataset folder; each video is one episode in manifest.csv. Re-running
+    adds nothing twice and overwrites nothing. An unreadable video is reported and the others go on."""
+    from .extract import FrameShape, Sampling, extract, parse_size
+
+    sampling = Sampling(every=every if every or fps or count else 1, fps=fps, count=count, start=start, end=end)
+    summary = extract(videos, out, label, video_list, sampling, FrameShape(crop, parse_size(size)), dedupe)
+    typer.echo("  ".join(f"{name}: {n}" for name, n in sorted(summary.written.items())) + f"  (new frames in {summary.out})")
+    if summary.failed:
+        raise GraspcheckError(f"{len(summary.failed)} video(s) could not be read (listed above); the frames of the others were written")
+
+
+@app.command("augment")
+def augment_command(
+    data: Path = typer.Argument(..., help="Dataset folder with one sub-folder per class (a training set; it is only read)."),
+    out: Path = typer.Option(..., help="New folder for the balanced dataset."),
+    per_class: int = typer.Option(1000, help="Images each class should have: originals plus generated copies."),
+    preset: str = typer.Option("strong", help="Augmentation strength: light or strong (the same as train --augment)."),
+    seed: int = typer.Option(0, help="Same data, options and seed: the same images."),
+    preview: bool = typer.Option(False, help="Also write OUT/preview.png: originals beside their augmented copies."),
+    positive: Optional[str] = typer.Option(None, help="The class folder that means success, if its name does not tell."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it was written by graspcheck augment."),
+) -> None:
+    """Balance classes offline, as the seed did: originals copied, augmented copies added with their parent,
+    parameters and episode in manifest.csv."""
+    from .augment import augment_dataset
+
+    summary = augment_dataset(data, out, per_class, preset, seed, preview, positive, overwrite)
+    for name in summary.originals:
+        typer.echo(f"{name}: {summary.originals[name]} originals + {summary.generated[name]} generated")
+    typer.echo(f"written to {summary.out}" + (f"; preview {summary.preview}" if summary.preview else ""))
+
+
 @app.command("simulate")
 def simulate_command(
     out: Path = typer.Argument(..., help="Folder to create: success/, not_success/, manifest.csv, samples.png."),

@@ -1,0 +1,181 @@
+"""Offline balancing, as the seed did: raise every class of a dataset to a target count with augmented copies.
+
+The output is a new dataset folder (the input is only read): the originals copied unchanged, the generated
+images beside them, and a manifest.csv in which each generated image names its parent, the transform
+parameters that made it, and its parent's episode, so a split never separates a copy from its original.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import atomic_write
+from .console import GraspcheckError, log, progress
+from .data import Sample, decode_threads, scan_dataset
+from .transforms import AUGMENT_RANGES, apply_augmentation, sample_augmentation, to_rgb
+
+MANIFEST_COLUMNS = ["path", "label", "episode", "parent", "augmentation"]
+PREVIEW_PARENTS, PREVIEW_COPIES, PREVIEW_SIZE = 6, 5, 128
+
+
+@dataclass
+class AugmentSummary:
+    out: Path
+    originals: dict[str, int]
+    generated: dict[str, int]
+    preview: Path | None = None
+
+
+def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, preset: str = "strong", seed: int = 0,
+                    preview: bool = False, positive: str | None = None, overwrite: bool = False) -> AugmentSummary:
+    """Write OUT: every image of DATA, plus augmented copies until each class has per_class images.
+
+    A class that already has per_class images or more is copied as it is. Same data, options and seed,
+    same output, byte for byte.
+    """
+    if preset not in AUGMENT_RANGES:
+        raise GraspcheckError(f"--preset must be one of {', '.join(AUGMENT_RANGES)}, got {preset!r}")
+    if per_class < 1:
+        raise GraspcheckError("--per-class must be at least 1")
+    scanned = scan_dataset(data, positive)
+    if scanned.pinned:
+        raise GraspcheckError(f"{data} has train/val/test folders; augment its training folder only (e.g. {Path(data) / 'train'})")
+    out = Path(out)
+    if out.resolve() == scanned.root.resolve() or scanned.root.resolve() in out.resolve().parents:
+        raise GraspcheckError("--out must be a new folder outside DATA; DATA is only read")
+    partial = _prepare_out(out, overwrite)
+    rows: list[dict] = []
+    summary = AugmentSummary(out, {}, {})
+    preview_pairs: list[tuple[Path, list[Path]]] = []
+    try:
+        for label, name in enumerate(scanned.class_names):
+            originals = sorted((s for s in scanned.splits["all"] if s.label == label), key=lambda s: str(s.path))
+            copies = _copy_originals(originals, scanned.root, partial, name, rows)
+            jobs = _plan_copies(originals, per_class, seed, label)
+            episodes = [s.episode for s in originals]
+            generated = _generate(jobs, copies, episodes, partial, name, preset, rows)
+            summary.originals[name], summary.generated[name] = len(originals), len(jobs)
+            if len(originals) > per_class:
+                log(f"{name}: {len(originals)} images already, more than --per-class {per_class}; copied without additions")
+            preview_pairs += _preview_pairs(copies, generated, jobs)
+        with atomic_write(partial / "manifest.csv") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        options = dict(source=str(scanned.root.resolve()), per_class=per_class, preset=preset, seed=seed)
+        with atomic_write(partial / "augment.json") as f:
+            json.dump({"options": options, "originals": summary.originals, "generated": summary.generated}, f, indent=2)
+        if preview:
+            write_preview(preview_pairs, partial / "preview.png")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    summary.preview = out / "preview.png" if preview else None
+    log(", ".join(f"{name}: {summary.originals[name]} + {summary.generated[name]} generated" for name in scanned.class_names) + f" -> {out}")
+    return summary
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    """The output is built in a hidden sibling folder and moved into place when complete."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise GraspcheckError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        if not (out / "augment.json").is_file():
+            raise GraspcheckError(f"{out} is not a dataset written by graspcheck augment; refusing to overwrite it")
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _copy_originals(originals: list[Sample], root: Path, partial: Path, name: str, rows: list[dict]) -> list[Path]:
+    """Copy each original unchanged, keeping its place below the class folder; returns the copies' paths."""
+    copies = []
+    for sample in originals:
+        relative = Path(name) / _below_class_folder(sample.path, root)
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sample.path, partial / relative)
+        rows.append({"path": relative.as_posix(), "label": name, "episode": sample.episode, "parent": "", "augmentation": ""})
+        copies.append(relative)
+    return copies
+
+
+def _below_class_folder(path: Path, root: Path) -> Path:
+    relative = path.resolve().relative_to(root.resolve())
+    return Path(*relative.parts[1:])
+
+
+def _plan_copies(originals: list[Sample], per_class: int, seed: int, label: int) -> list[tuple[int, int]]:
+    """(index of the parent, seed of its transform) for each image to generate. Parents take turns in a
+    seeded order, so each original gets about the same number of copies."""
+    missing = max(0, per_class - len(originals))
+    order = torch.randperm(len(originals), generator=torch.Generator().manual_seed(seed * 1_000_003 + label)).tolist()
+    return [(order[k % len(order)], seed * 1_000_003 + label * 100_003 + k) for k in range(missing)]
+
+
+def _generate(jobs: list[tuple[int, int]], copies: list[Path], episodes: list[str], partial: Path, name: str, preset: str,
+              rows: list[dict]) -> list[Path]:
+    def make(k: int) -> tuple[Path, dict]:
+        parent_index, job_seed = jobs[k]
+        parent = copies[parent_index]
+        params = sample_augmentation(preset, torch.Generator().manual_seed(job_seed))
+        with Image.open(partial / parent) as image:
+            pixels = torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)
+        changed = apply_augmentation(pixels, params).permute(1, 2, 0).numpy()
+        relative = parent.with_name(f"{parent.stem}.aug{k:05d}.png")
+        Image.fromarray(changed).save(partial / relative)
+        return relative, params
+
+    made = []
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
+        results = pool.map(make, range(len(jobs)))
+        for (parent_index, _), (relative, params) in progress(zip(jobs, results), total=len(jobs), desc=f"augment {name}", unit="img", leave=False):
+            rows.append({"path": relative.as_posix(), "label": name, "episode": episodes[parent_index],
+                         "parent": copies[parent_index].as_posix(), "augmentation": json.dumps(params, separators=(",", ":"))})
+            made.append(relative)
+    return made
+
+
+def _preview_pairs(copies: list[Path], generated: list[Path], jobs: list[tuple[int, int]]) -> list[tuple[Path, list[Path]]]:
+    """The parents of a class with the most generated copies, each with its first few copies."""
+    by_parent: dict[int, list[Path]] = {}
+    for (parent_index, _), path in zip(jobs, generated):
+        by_parent.setdefault(parent_index, []).append(path)
+    chosen = sorted(by_parent.items(), key=lambda item: -len(item[1]))[: PREVIEW_PARENTS // 2]
+    return [(copies[index], paths[:PREVIEW_COPIES]) for index, paths in chosen]
+
+
+def write_preview(pairs: list[tuple[Path, list[Path]]], path: Path) -> None:
+    """A grid PNG: one row per original (left) followed by its augmented copies."""
+    from torchvision.utils import make_grid
+
+    root = path.parent
+    tiles = []
+    columns = 1 + max((len(copies) for _, copies in pairs), default=0)
+    for original, copies in pairs:
+        row = [original, *copies] + [None] * (columns - 1 - len(copies))
+        for item in row:
+            if item is None:
+                tiles.append(torch.full((3, PREVIEW_SIZE, PREVIEW_SIZE), 255, dtype=torch.uint8))
+                continue
+            with Image.open(root / item) as image:
+                thumb = to_rgb(image).resize((PREVIEW_SIZE, PREVIEW_SIZE))
+            tiles.append(torch.from_numpy(np.array(thumb)).permute(2, 0, 1))
+    if not tiles:
+        log("no image was generated (every class already has --per-class images); no preview written")
+        return
+    grid = make_grid(tiles, nrow=columns, padding=4, pad_value=255)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
