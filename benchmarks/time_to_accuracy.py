@@ -30,7 +30,7 @@ class BudgetSpent(Exception):
     pass
 
 
-def run_candidate(name: str, budget_s: float, train_data, test_data, out_root: str) -> list[tuple[int, float, float]]:
+def run_candidate(name: str, budget_s: float, train_data, test_data, out_root: str, seed: int) -> list[tuple[int, float, float]]:
     """(epoch, seconds since start, test accuracy) after every epoch."""
     curve: list[tuple[int, float, float]] = []
     started = time.perf_counter()
@@ -42,7 +42,7 @@ def run_candidate(name: str, budget_s: float, train_data, test_data, out_root: s
             raise BudgetSpent
 
     try:
-        graspcheck.train(train_data, test=str(test_data), test_every=1, out=f"{out_root}/{name}", callbacks=[record], **CANDIDATES[name])
+        graspcheck.train(train_data, test=str(test_data), test_every=1, out=f"{out_root}/{name}", callbacks=[record], seed=seed, **CANDIDATES[name])
     except BudgetSpent:
         pass
     return curve
@@ -52,15 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=10)
     parser.add_argument("--candidates", nargs="+", default=["seed", "default"], choices=sorted(CANDIDATES))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and the batch order")
     args = parser.parse_args()
     train_data = simulated_dataset("train", 1000, seed=0)
     test_data = simulated_dataset("test", 100, seed=1)
     curves = {}
     with tempfile.TemporaryDirectory() as out_root:
         for name in args.candidates:
-            curves[name] = run_candidate(name, args.budget_minutes * 60, train_data, test_data, out_root)
+            curves[name] = run_candidate(name, args.budget_minutes * 60, train_data, test_data, out_root, args.seed)
 
-    print(f"\nbudget {args.budget_minutes:g} min each; test accuracy on 200 held-out simulated images")
+    print(f"\nbudget {args.budget_minutes:g} min each, seed {args.seed}; test accuracy on 200 held-out simulated images")
     print(f"{'candidate':<16} {'epochs':>6} {'seconds':>8} {'final acc':>9} {'best acc':>8} {'best at s':>9}")
     for name, curve in curves.items():
         best = max(curve, key=lambda point: point[2])

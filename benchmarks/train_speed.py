@@ -1,33 +1,46 @@
-"""Training throughput (images/s) of the training step that graspcheck train runs, side by side in one run:
-seednet (the seed's model, 224x224) and the demo model (MobileNetV3-small, 128x128), each in plain float32
-and with the speed options (channels-last, plus bfloat16 autocast where the CPU or GPU supports it).
+"""Training throughput (images/s), one-epoch time and peak memory of the training step that graspcheck
+train runs, side by side in one run: seednet (the seed recipe's model, 224x224) and the default recipe's
+model (MobileNetV3-small, 128x128), each in plain float32 and with the speed options (channels-last, plus
+bfloat16 autocast where the CPU or GPU supports it), and with --compile also torch.compile on top.
 
-    python benchmarks/train_speed.py [--steps 6] [--batch-size 32]
+    python benchmarks/train_speed.py [--steps 6] [--batch-size 32] [--compile] [--models seednet mobilenet_v3_small]
+
+Each case runs in a fresh process, so its peak resident memory is its own (model, optimizer, activations
+of one batch; the decoded-image cache a real run adds is listed separately: 2000 images at that size).
+One epoch is the 1696 training images of the simulated dataset's default split, at the measured rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 
-import torch
-from torch import nn
-
-from graspcheck.models import create_model
-from graspcheck.train import SpeedOptions, bfloat16_supported, train_step
-
 CASES = [("seednet", 224), ("mobilenet_v3_small", 128)]
+EPOCH_IMAGES, CACHED_IMAGES = 1696, 2000
 
 
-def images_per_second(name: str, size: int, speed: SpeedOptions, steps: int, batch_size: int) -> float:
+def images_per_second(name: str, size: int, fast: bool, steps: int, batch_size: int, compiled: bool = False) -> float:
+    import torch
+    from torch import nn
+
+    from graspcheck.models import create_model
+    from graspcheck.train import SpeedOptions, train_step
+
+    speed = SpeedOptions.resolve(fast, torch.device("cpu"))
     torch.manual_seed(0)
     network = create_model(name, 2, (size, size))
     if speed.channels_last:
         network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.001, momentum=0.9)
+    if compiled:
+        network = torch.compile(network)
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))
-    train_step(network, optimizer, loss_fn, x, y, speed)  # warm-up: allocations, kernel selection
+    train_step(network, optimizer, loss_fn, x, y, speed)  # warm-up: allocations, kernel selection (and compiling)
     started = time.perf_counter()
     for _ in range(steps):
         train_step(network, optimizer, loss_fn, x, y, speed)
@@ -38,14 +51,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="also measure fast + torch.compile")
+    parser.add_argument("--models", nargs="+", default=[name for name, _ in CASES], choices=[name for name, _ in CASES])
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # a child process's one case: name,size,options
     args = parser.parse_args()
-    fast = SpeedOptions.resolve(True, torch.device("cpu"))
-    print(f"bfloat16 supported here: {bfloat16_supported(torch.device('cpu'))}; speed options: {fast}")
-    print(f"{'model':<20} {'size':>4} {'float32 img/s':>14} {'fast img/s':>11} {'ratio':>6}")
-    for name, size in CASES:
-        plain = images_per_second(name, size, SpeedOptions(), args.steps, args.batch_size)
-        quick = images_per_second(name, size, fast, args.steps, args.batch_size)
-        print(f"{name:<20} {size:>4} {plain:>14.1f} {quick:>11.1f} {quick / plain:>6.2f}")
+    if args.case:
+        name, size, options = args.case.split(",")
+        rate = images_per_second(name, int(size), options != "float32", args.steps, args.batch_size, options == "compile")
+        print(json.dumps({"rate": rate, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+
+    import torch
+
+    from graspcheck.train import SpeedOptions, bfloat16_supported
+
+    print(f"bfloat16 supported here: {bfloat16_supported(torch.device('cpu'))}; speed options: {SpeedOptions.resolve(True, torch.device('cpu'))}")
+    print(f"{'model':<20} {'size':>4} {'options':<8} {'img/s':>7} {'epoch s':>8} {'peak MiB':>8} {'cache MiB':>9}")
+    for name, size in [case for case in CASES if case[0] in args.models]:
+        rates = {}
+        for options in ("float32", "fast", "compile") if args.compile else ("float32", "fast"):
+            child = subprocess.run([sys.executable, __file__, "--case", f"{name},{size},{options}", "--steps", str(args.steps),
+                                    "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=True)
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            rates[options] = result["rate"]
+            cache = CACHED_IMAGES * size * size * 3 / 2**20
+            print(f"{name:<20} {size:>4} {options:<8} {result['rate']:>7.1f} {EPOCH_IMAGES / result['rate']:>8.0f} "
+                  f"{result['peak_mib']:>8.0f} {cache:>9.0f}", flush=True)
+        print(f"{'':<20} {'':>4} " + ", ".join(f"{o}/float32: {r / rates['float32']:.2f}x" for o, r in rates.items() if o != "float32"))
     print("(ratios are measured in this run; absolute numbers vary with the machine's load)")
 
 

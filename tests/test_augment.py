@@ -81,7 +81,7 @@ def test_augment_never_touches_what_the_user_owns(unbalanced, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     for args, message in [
         (["--out", tmp_path / "mine"], "exists and is not empty"),
-        (["--out", tmp_path / "mine", "--overwrite"], "not a dataset written by graspcheck augment"),
+        (["--out", tmp_path / "mine", "--overwrite"], "not a balanced dataset written by graspcheck"),
         (["--out", unbalanced / "more"], "outside DATA"),
         (["--out", tmp_path / "x", "--preset", "wild"], "--preset"),
     ]:

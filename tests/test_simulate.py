@@ -85,7 +85,7 @@ def test_an_existing_folder_is_not_overwritten(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(graspcheck.GraspcheckError, match="--overwrite"):
         simulate(tmp_path / "mine", per_class=1, workers=1, size=32, frames=1)
-    with pytest.raises(graspcheck.GraspcheckError, match="not a graspcheck simulated dataset"):
+    with pytest.raises(graspcheck.GraspcheckError, match="not a simulated dataset written by graspcheck"):
         simulate(tmp_path / "mine", per_class=1, workers=1, size=32, frames=1, overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 

@@ -214,3 +214,10 @@ def test_torchrun_trains_on_two_processes_and_only_rank_0_writes(trained, datase
     single = trained.history[-1]["val_balanced_acc"]
     assert float(rows[-1]["val_balanced_acc"]) >= 0.9 and abs(float(rows[-1]["val_balanced_acc"]) - single) <= 0.1
     assert graspcheck.load(tmp_path / "run").predict(sorted((dataset / "success").iterdir())[:2])  # a usable checkpoint
+
+
+def test_compiled_training_learns_and_saves_plain_checkpoints(dataset, tmp_path):
+    result = graspcheck.train(dataset, epochs=4, seed=2, compile=True, out=str(tmp_path / "run"), **FAST)
+    assert result.history[-1]["val_balanced_acc"] >= 0.9
+    assert not any("_orig_mod" in key for key in load_file(result.best))  # loadable without torch.compile
+    assert graspcheck.load(result.best).predict(sorted((dataset / "success").iterdir())[:1])[0].label in ("success", "not_success")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, complete_folder, partial_folder
 from .console import GraspcheckError, log, progress
 from .data import Sample, decode_threads, scan_dataset
 from .transforms import AUGMENT_RANGES, apply_augmentation, sample_augmentation, to_rgb
@@ -53,7 +52,7 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
     out = Path(out)
     if out.resolve() == scanned.root.resolve() or scanned.root.resolve() in out.resolve().parents:
         raise GraspcheckError("--out must be a new folder outside DATA; DATA is only read")
-    partial = _prepare_out(out, overwrite)
+    partial = partial_folder(out, overwrite, "augment.json", "balanced dataset")
     rows: list[dict] = []
     summary = AugmentSummary(out, {}, {})
     preview_pairs: list[tuple[Path, list[Path]]] = []
@@ -80,25 +79,10 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    complete_folder(partial, out)
     summary.preview = out / "preview.png" if preview else None
     log(", ".join(f"{name}: {summary.originals[name]} + {summary.generated[name]} generated" for name in scanned.class_names) + f" -> {out}")
     return summary
-
-
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    """The output is built in a hidden sibling folder and moved into place when complete."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise GraspcheckError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        if not (out / "augment.json").is_file():
-            raise GraspcheckError(f"{out} is not a dataset written by graspcheck augment; refusing to overwrite it")
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
 
 
 def _copy_originals(originals: list[Sample], root: Path, partial: Path, name: str, rows: list[dict]) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,29 @@ def atomic_replace(path: str | Path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def partial_folder(out: Path, overwrite: bool, marker: str, kind: str) -> Path:
+    """An empty hidden sibling of out to build a dataset in, moved into place when complete (complete_folder).
+
+    An existing, non-empty out is refused unless overwrite is given and it holds marker, the file that
+    shows graspcheck wrote it as a `kind`: nothing the user owns is ever replaced.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise GraspcheckError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        if not (out / marker).is_file():
+            raise GraspcheckError(f"{out} is not a {kind} written by graspcheck; refusing to overwrite it")
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def complete_folder(partial: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
 
 
 @dataclass

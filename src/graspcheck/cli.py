@@ -46,6 +46,7 @@ def train_command(
     seed: int = typer.Option(0, help="Seed of the split, the initial weights and the batch order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     fast: bool = typer.Option(True, help="Channels-last memory and bfloat16 autocast where supported; --no-fast for plain float32."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (a minute or two of compiling first; see README)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN, a new one each run)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),

@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     fast: bool = True  # channels-last memory and bfloat16 autocast where the hardware supports bfloat16
+    compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on the CPU)
     out: str | None = None
 
     @classmethod
@@ -280,10 +281,13 @@ class _Run:
         self.speed = SpeedOptions.resolve(config.fast, self.device)
         if self.speed.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
-        # Trained through DDP when torchrun started several processes; evaluated and saved unwrapped.
+        # Trained through DDP when torchrun started several processes, and compiled if asked;
+        # evaluated and saved unwrapped (the wrappers share its parameters).
         self.trainer = self.network
         if self.group.size > 1:
             self.trainer = nn.parallel.DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.compile:
+            self.trainer = torch.compile(self.trainer)
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         else:

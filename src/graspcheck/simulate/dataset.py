@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, complete_folder, partial_folder
 from ..console import GraspcheckError, log, progress
 from .hand import HANDS
 
@@ -62,19 +62,6 @@ def _simulate_episode(index: int) -> tuple[int, bool, dict, list[bytes]]:
     return index, result.success, result.manifest_fields(), encoded
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise GraspcheckError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-        if not (out / "simulation.json").is_file():
-            raise GraspcheckError(f"{out} is not a graspcheck simulated dataset; refusing to overwrite it")
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for name in CLASS_NAMES:
-        (partial / name).mkdir(parents=True)
-    return partial
-
-
 def simulate(
     out: str | Path,
     per_class: int = 1000,
@@ -93,7 +80,9 @@ def simulate(
         raise GraspcheckError(f"unknown hand {hand!r}; choose one of: {', '.join(HANDS)}")
     HANDS[hand].model_path()  # fail early, with a clear message, if the model package is missing
     out = Path(out)
-    partial = _prepare_out(out, overwrite)
+    partial = partial_folder(out, overwrite, "simulation.json", "simulated dataset")
+    for name in CLASS_NAMES:
+        (partial / name).mkdir()
     workers = max(1, workers or os.cpu_count() or 1)
     counts = {name: 0 for name in CLASS_NAMES}
     rows: list[dict] = []
@@ -132,9 +121,7 @@ def simulate(
         bar.close()
     summary = SimulationSummary(out, counts, episodes, accepted, successes / episodes, time.perf_counter() - started)
     _write_metadata(partial, rows, summary, dict(per_class=per_class, seed=seed, size=size, frames=frames, hand=hand))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    complete_folder(partial, out)
     log(f"simulated {episodes} episodes ({summary.success_rate:.0%} held) in {summary.seconds:.0f}s; "
         f"{counts['success']} success and {counts['not_success']} not_success images in {out}")
     return summary
