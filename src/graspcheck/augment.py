@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write, complete_folder, partial_folder
+from .checkpoint import atomic_write, building_folder
 from .console import GraspcheckError, log, progress
 from .data import Sample, decode_threads, scan_dataset
 from .transforms import AUGMENT_RANGES, apply_augmentation, sample_augmentation, to_rgb
@@ -52,11 +52,10 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
     out = Path(out)
     if out.resolve() == scanned.root.resolve() or scanned.root.resolve() in out.resolve().parents:
         raise GraspcheckError("--out must be a new folder outside DATA; DATA is only read")
-    partial = partial_folder(out, overwrite, "augment.json", "balanced dataset")
     rows: list[dict] = []
     summary = AugmentSummary(out, {}, {})
     preview_pairs: list[tuple[Path, list[Path]]] = []
-    try:
+    with building_folder(out, overwrite, "augment.json", "balanced dataset") as partial:
         for label, name in enumerate(scanned.class_names):
             originals = sorted((s for s in scanned.splits["all"] if s.label == label), key=lambda s: str(s.path))
             copies = _copy_originals(originals, scanned.root, partial, name, rows)
@@ -76,10 +75,6 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
             json.dump({"options": options, "originals": summary.originals, "generated": summary.generated}, f, indent=2)
         if preview:
             write_preview(preview_pairs, partial / "preview.png")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    complete_folder(partial, out)
     summary.preview = out / "preview.png" if preview else None
     log(", ".join(f"{name}: {summary.originals[name]} + {summary.generated[name]} generated" for name in scanned.class_names) + f" -> {out}")
     return summary

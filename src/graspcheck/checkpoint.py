@@ -53,8 +53,10 @@ def atomic_replace(path: str | Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def partial_folder(out: Path, overwrite: bool, marker: str, kind: str) -> Path:
-    """An empty hidden sibling of out to build a dataset in, moved into place when complete (complete_folder).
+@contextmanager
+def building_folder(out: Path, overwrite: bool, marker: str, kind: str) -> Iterator[Path]:
+    """Build a dataset in an empty hidden sibling of out, moved into place only if the block completes
+    and removed if it fails, so out never holds half a dataset.
 
     An existing, non-empty out is refused unless overwrite is given and it holds marker, the file that
     shows graspcheck wrote it as a `kind`: nothing the user owns is ever replaced.
@@ -67,10 +69,11 @@ def partial_folder(out: Path, overwrite: bool, marker: str, kind: str) -> Path:
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    return partial
-
-
-def complete_folder(partial: Path, out: Path) -> None:
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     os.replace(partial, out)

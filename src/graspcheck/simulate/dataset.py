@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import multiprocessing.util
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import atomic_write, complete_folder, partial_folder
+from ..checkpoint import atomic_write, building_folder
 from ..console import GraspcheckError, log, progress
 from .hand import HANDS
 
@@ -80,48 +79,44 @@ def simulate(
         raise GraspcheckError(f"unknown hand {hand!r}; choose one of: {', '.join(HANDS)}")
     HANDS[hand].model_path()  # fail early, with a clear message, if the model package is missing
     out = Path(out)
-    partial = partial_folder(out, overwrite, "simulation.json", "simulated dataset")
-    for name in CLASS_NAMES:
-        (partial / name).mkdir()
-    workers = max(1, workers or os.cpu_count() or 1)
-    counts = {name: 0 for name in CLASS_NAMES}
-    rows: list[dict] = []
-    episodes = accepted = successes = 0
-    started = time.perf_counter()
-    bar = progress(total=2 * per_class, desc="simulate", unit="img")
-    context = multiprocessing.get_context("spawn")  # a fresh process per worker: no inherited GL or torch state
-    try:
-        with context.Pool(workers, initializer=_init_worker, initargs=(hand, seed, size, frames)) as pool:
-            batch = 4 * workers
-            while min(counts.values()) < per_class:
-                if episodes > MAX_EPISODES_PER_IMAGE * 2 * per_class:
-                    raise GraspcheckError(f"after {episodes} episodes the classes hold {counts}; the simulation cannot balance them")
-                for index, success, fields, encoded in pool.map(_simulate_episode, range(episodes, episodes + batch)):
-                    episodes += 1
-                    successes += success
-                    label = CLASS_NAMES[int(success)]
-                    take = encoded[: per_class - counts[label]]
-                    if take:
-                        accepted += 1
-                        episode = f"ep{index:06d}"
-                        for k, png in enumerate(take):
-                            relative = f"{label}/{episode}_{k}.png"
-                            (partial / relative).write_bytes(png)
-                            rows.append({"path": relative, "label": label, "episode": episode, "frame": k, **fields})
-                        counts[label] += len(take)
-                        bar.update(len(take))
-                bar.set_postfix(episodes=episodes, eps_per_s=f"{episodes / (time.perf_counter() - started):.2f}",
-                                success_rate=f"{successes / episodes:.2f}")
-            pool.close()
-            pool.join()
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
-    summary = SimulationSummary(out, counts, episodes, accepted, successes / episodes, time.perf_counter() - started)
-    _write_metadata(partial, rows, summary, dict(per_class=per_class, seed=seed, size=size, frames=frames, hand=hand))
-    complete_folder(partial, out)
+    with building_folder(out, overwrite, "simulation.json", "simulated dataset") as partial:
+        for name in CLASS_NAMES:
+            (partial / name).mkdir()
+        workers = max(1, workers or os.cpu_count() or 1)
+        counts = {name: 0 for name in CLASS_NAMES}
+        rows: list[dict] = []
+        episodes = accepted = successes = 0
+        started = time.perf_counter()
+        bar = progress(total=2 * per_class, desc="simulate", unit="img")
+        context = multiprocessing.get_context("spawn")  # a fresh process per worker: no inherited GL or torch state
+        try:
+            with context.Pool(workers, initializer=_init_worker, initargs=(hand, seed, size, frames)) as pool:
+                batch = 4 * workers
+                while min(counts.values()) < per_class:
+                    if episodes > MAX_EPISODES_PER_IMAGE * 2 * per_class:
+                        raise GraspcheckError(f"after {episodes} episodes the classes hold {counts}; the simulation cannot balance them")
+                    for index, success, fields, encoded in pool.map(_simulate_episode, range(episodes, episodes + batch)):
+                        episodes += 1
+                        successes += success
+                        label = CLASS_NAMES[int(success)]
+                        take = encoded[: per_class - counts[label]]
+                        if take:
+                            accepted += 1
+                            episode = f"ep{index:06d}"
+                            for k, png in enumerate(take):
+                                relative = f"{label}/{episode}_{k}.png"
+                                (partial / relative).write_bytes(png)
+                                rows.append({"path": relative, "label": label, "episode": episode, "frame": k, **fields})
+                            counts[label] += len(take)
+                            bar.update(len(take))
+                    bar.set_postfix(episodes=episodes, eps_per_s=f"{episodes / (time.perf_counter() - started):.2f}",
+                                    success_rate=f"{successes / episodes:.2f}")
+                pool.close()
+                pool.join()
+        finally:
+            bar.close()
+        summary = SimulationSummary(out, counts, episodes, accepted, successes / episodes, time.perf_counter() - started)
+        _write_metadata(partial, rows, summary, dict(per_class=per_class, seed=seed, size=size, frames=frames, hand=hand))
     log(f"simulated {episodes} episodes ({summary.success_rate:.0%} held) in {summary.seconds:.0f}s; "
         f"{counts['success']} success and {counts['not_success']} not_success images in {out}")
     return summary
