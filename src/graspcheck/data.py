@@ -20,7 +20,7 @@ from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -207,7 +207,7 @@ def write_split_csv(path: Path, splits: dict[str, list[Sample]], class_names: tu
             writer.writerows([str(s.path.resolve()), class_names[s.label], s.episode, name] for s in members)
 
 
-def try_load(preprocess: Preprocess, path: Path) -> np.ndarray | Exception:
+def _try_load(preprocess: Preprocess, path: Path) -> np.ndarray | Exception:
     try:
         return preprocess.load(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
@@ -219,24 +219,28 @@ def decode_threads() -> int:
     return min(8, (os.cpu_count() or 1) + 2)
 
 
-def iter_decoded(paths: Iterable[Path], preprocess: Preprocess, lookahead: int = 64) -> Iterator[tuple[Path, np.ndarray | Exception]]:
+def iter_decoded(paths: list[Path], preprocess: Preprocess, lookahead: int = 64) -> Iterator[tuple[Path, np.ndarray | Exception]]:
     """Decode and resize images in order, up to ``lookahead`` ahead of the consumer, in background threads.
 
     Yields (path, uint8 array (H, W, 3)) or (path, the exception that made it unreadable). The consumer's
     work (inference, say) overlaps with decoding, and memory holds at most lookahead decoded images.
+    A single image (a robot's one frame) is decoded on the calling thread: a thread would only add latency.
     """
+    if len(paths) == 1:
+        yield paths[0], _try_load(preprocess, paths[0])
+        return
     paths = iter(paths)
     with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
         pending: deque = deque()
         for path in paths:
-            pending.append((path, pool.submit(try_load, preprocess, path)))
+            pending.append((path, pool.submit(_try_load, preprocess, path)))
             if len(pending) >= lookahead:
                 break
         while pending:
             path, future = pending.popleft()
             following = next(paths, None)
             if following is not None:
-                pending.append((following, pool.submit(try_load, preprocess, following)))
+                pending.append((following, pool.submit(_try_load, preprocess, following)))
             yield path, future.result()
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
 from .console import GraspcheckError, log
-from .data import try_load, iter_decoded, list_images, unreadable_reason
+from .data import iter_decoded, list_images, unreadable_reason
 from .models import create_model
 from .transforms import to_rgb
 
@@ -118,11 +118,7 @@ class GraspModel:
             else:
                 image = item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item, dtype=np.uint8))
                 entries.append((f"<image {position}>", image))
-        files = [entry for entry in entries if isinstance(entry, Path)]
-        if len(files) == 1:  # one image, as a robot sends it: decoding in a thread would only add latency
-            decoded_files = iter([(files[0], try_load(self.info.preprocess, files[0]))])
-        else:
-            decoded_files = iter_decoded(files, self.info.preprocess, lookahead)
+        decoded_files = iter_decoded([entry for entry in entries if isinstance(entry, Path)], self.info.preprocess, lookahead)
         for entry in entries:
             if isinstance(entry, tuple):
                 name, image = entry
