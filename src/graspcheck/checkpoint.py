@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .console import GraspcheckError
+from .console import GraspcheckError, describe_error
 from .transforms import Preprocess
 
 FORMAT_VERSION = 1
@@ -145,7 +145,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt or unsafe file: every loader raises its own type
-        raise GraspcheckError(f"cannot read weights from {path}: {str(error).splitlines()[0]}") from error
+        raise GraspcheckError(f"cannot read weights from {path}: {describe_error(error)}") from error
     for key in ("state_dict", "model"):  # common wrappers of training scripts
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

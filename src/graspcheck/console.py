@@ -13,6 +13,11 @@ class GraspcheckError(Exception):
     """Bad input or a state the user can correct; the message says what is wrong and what to do."""
 
 
+def describe_error(error: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages can run to pages), or its type if it has none."""
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def log(message: str) -> None:
     """Print a status line to stderr without tearing an active progress bar (in a torchrun job, rank 0's only)."""
     if is_main_process():

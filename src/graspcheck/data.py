@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import atomic_write
-from .console import GraspcheckError, log, progress
+from .console import GraspcheckError, describe_error, log, progress
 from .transforms import Preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -244,10 +244,6 @@ def iter_decoded(paths: list[Path], preprocess: Preprocess, lookahead: int = 64)
             yield path, future.result()
 
 
-def unreadable_reason(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "decode") -> tuple[torch.Tensor, list[int], list[tuple[Path, str]]]:
     """Decode and resize images (threads overlap file reads and decoding).
 
@@ -258,7 +254,7 @@ def decode_paths(paths: list[Path], preprocess: Preprocess, description: str = "
     decoded = iter_decoded(paths, preprocess, lookahead=max(64, 4 * decode_threads()))
     for index, (path, result) in enumerate(progress(decoded, total=len(paths), desc=description, unit="img", leave=False)):
         if isinstance(result, Exception):
-            reason = unreadable_reason(result)
+            reason = describe_error(result)
             log(f"skipped unreadable image {path}: {reason}")
             skipped.append((path, reason))
         else:

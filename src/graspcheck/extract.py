@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .checkpoint import atomic_replace, atomic_write
-from .console import GraspcheckError, log, progress
+from .console import GraspcheckError, describe_error, log, progress
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 MANIFEST_COLUMNS = ["path", "label", "episode", "source", "time", "frame"]
@@ -184,7 +184,7 @@ def extract(
         except Exception as error:  # FFmpeg, container and codec errors have many types; each is one bad video
             if isinstance(error, GraspcheckError):
                 raise
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            reason = describe_error(error)
             log(f"skipped video {job.path}: {reason}")
             summary.failed.append((job.path, reason))
             continue

@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
-from .console import GraspcheckError, log
-from .data import iter_decoded, list_images, unreadable_reason
+from .console import GraspcheckError, describe_error, log
+from .data import iter_decoded, list_images
 from .models import create_model
 from .transforms import to_rgb
 
@@ -126,7 +126,7 @@ class GraspModel:
                 continue
             path, result = next(decoded_files)
             if isinstance(result, Exception):
-                log(f"skipped unreadable image {path}: {unreadable_reason(result)}")
+                log(f"skipped unreadable image {path}: {describe_error(result)}")
             else:
                 yield str(path), torch.from_numpy(result)
 
@@ -155,7 +155,7 @@ class OnnxNetwork(nn.Module):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own exception types for unreadable models
-            raise GraspcheckError(f"{path} is not a readable ONNX model: {str(error).splitlines()[0]}") from error
+            raise GraspcheckError(f"{path} is not a readable ONNX model: {describe_error(error)}") from error
         metadata = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             raise GraspcheckError(f"{path} has no graspcheck metadata; export it with 'graspcheck export'")
