@@ -53,6 +53,8 @@ def test_cli_export_and_predict_with_onnx(trained, tmp_path):
     image = _split_paths(trained.run_dir, "val")[0][0]
     result = run_cli("predict", out, image)
     assert result.returncode == 0 and result.stdout.startswith(image)
+    from_onnx = run_cli("export", out, "--out", tmp_path / "again.onnx")
+    assert from_onnx.returncode == 2 and "already exported" in from_onnx.stderr and "Traceback" not in from_onnx.stderr
 
 
 def test_an_onnx_file_without_metadata_is_refused(trained, tmp_path):

@@ -27,6 +27,8 @@ def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None 
     if int8 and format != "onnx":
         raise GraspcheckError("--int8 works with --format onnx only")
     source = find_checkpoint(checkpoint)
+    if source.suffix == ".onnx":
+        raise GraspcheckError(f"{source} is already exported; export from its .safetensors checkpoint or run folder")
     model = load(source, device="cpu")
     suffix = (".int8" if int8 else "") + FORMATS[format]
     target = Path(out) if out else source.with_name(source.name.removesuffix(".safetensors") + suffix)

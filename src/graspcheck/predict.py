@@ -15,7 +15,7 @@ from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
 from .console import GraspcheckError, describe_error, log
 from .data import iter_decoded, list_images
 from .models import create_model
-from .transforms import to_rgb
+from .transforms import Preprocess, to_rgb
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -54,10 +54,10 @@ def find_checkpoint(path: str | Path) -> Path:
 class GraspModel:
     """Weights plus the preprocessing, class names and threshold they were trained with."""
 
-    def __init__(self, network: nn.Module, info: CheckpointInfo, device: torch.device | str = "cpu"):
+    def __init__(self, network: nn.Module | OnnxNetwork, info: CheckpointInfo, device: torch.device | str = "cpu"):
         self.info = info
         self.device = torch.device(device)
-        self.network = network.to(self.device).eval()
+        self.network = network.to(self.device).eval() if isinstance(network, nn.Module) else network
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "GraspModel":
@@ -75,8 +75,11 @@ class GraspModel:
         return self.info.class_names
 
     @torch.inference_mode()
-    def success_probabilities(self, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def success_probabilities(self, pixels: torch.Tensor | np.ndarray, batch_size: int = 64) -> torch.Tensor:
         """uint8 images (N, H, W, 3) at the model's input size -> probability of success for each, (N,)."""
+        if isinstance(self.network, OnnxNetwork):
+            return torch.from_numpy(self.network.success_probabilities(np.asarray(pixels), self.info.preprocess, batch_size))
+        pixels = torch.as_tensor(pixels)
         chunks = []
         for start in range(0, len(pixels), batch_size):
             batch = self.info.preprocess.normalize(pixels[start : start + batch_size].to(self.device))
@@ -99,7 +102,7 @@ class GraspModel:
         decode the next images: a large folder streams through at the speed of the slower of the two."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
-        batch: list[tuple[str, torch.Tensor]] = []
+        batch: list[tuple[str, np.ndarray]] = []
         for source, pixels in self._decoded(images, lookahead=2 * batch_size):
             batch.append((source, pixels))
             if len(batch) == batch_size:
@@ -108,7 +111,7 @@ class GraspModel:
         if batch:
             yield from self._classify(batch, threshold)
 
-    def _decoded(self, images: Iterable[ImageInput], lookahead: int) -> Iterator[tuple[str, torch.Tensor]]:
+    def _decoded(self, images: Iterable[ImageInput], lookahead: int) -> Iterator[tuple[str, np.ndarray]]:
         """(source, uint8 pixels) for each readable input, in input order; unreadable files are reported."""
         # An image in memory is named after its position among the inputs, a file by its path.
         entries: list[Path | tuple[str, Image.Image]] = []
@@ -122,25 +125,26 @@ class GraspModel:
         for entry in entries:
             if isinstance(entry, tuple):
                 name, image = entry
-                yield name, torch.from_numpy(self.info.preprocess.resize(to_rgb(image)))
+                yield name, self.info.preprocess.resize(to_rgb(image))
                 continue
             path, result = next(decoded_files)
             if isinstance(result, Exception):
                 log(f"skipped unreadable image {path}: {describe_error(result)}")
             else:
-                yield str(path), torch.from_numpy(result)
+                yield str(path), result
 
-    def _classify(self, batch: list[tuple[str, torch.Tensor]], threshold: float | None) -> list[Prediction]:
-        probabilities = self.success_probabilities(torch.stack([pixels for _, pixels in batch]), len(batch))
+    def _classify(self, batch: list[tuple[str, np.ndarray]], threshold: float | None) -> list[Prediction]:
+        # NumPy until the network: with ONNX Runtime, a PyTorch op per frame wakes PyTorch's thread pool,
+        # which then competes with ONNX Runtime's for the cores.
+        probabilities = self.success_probabilities(np.stack([pixels for _, pixels in batch]), len(batch))
         labels = self.verdicts(probabilities, threshold)
         return [Prediction(source, label, p) for (source, _), label, p in zip(batch, labels, probabilities.tolist())]
 
 
-class OnnxNetwork(nn.Module):
-    """An exported ONNX model run by ONNX Runtime, behind the same interface as the PyTorch network."""
+class OnnxNetwork:
+    """An exported ONNX model run by ONNX Runtime on NumPy arrays: PyTorch stays out of the per-frame path."""
 
     def __init__(self, session):
-        super().__init__()
         self.session = session
         self.input_name = session.get_inputs()[0].name
 
@@ -150,8 +154,8 @@ class OnnxNetwork(nn.Module):
 
         try:
             options = onnxruntime.SessionOptions()
-            # ORT's threads otherwise spin for a while after each run, taking the cores from the PyTorch
-            # pre- and post-processing around it: measured 3x slower end to end on 2 cores.
+            # ORT's threads otherwise spin for a while after each run, taking the cores from the decoding
+            # threads of a folder prediction: measured 3x slower end to end on 2 cores.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own exception types for unreadable models
@@ -161,8 +165,16 @@ class OnnxNetwork(nn.Module):
             raise GraspcheckError(f"{path} has no graspcheck metadata; export it with 'graspcheck export'")
         return cls(session), CheckpointInfo.from_json(metadata[METADATA_KEY])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0])
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def success_probabilities(self, pixels: np.ndarray, preprocess: Preprocess, batch_size: int) -> np.ndarray:
+        chunks = [self.logits(preprocess.normalize_array(pixels[start : start + batch_size])) for start in range(0, len(pixels), batch_size)]
+        if not chunks:
+            return np.empty(0, dtype=np.float32)
+        logits = np.concatenate(chunks)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, shifted so that exp cannot overflow
+        return exp[:, 1] / exp.sum(axis=1)
 
 
 def expand_paths(items: Iterable[str | Path]) -> list[Path]:
