@@ -19,10 +19,10 @@ from graspcheck.demo import simulated_dataset
 
 CANDIDATES = {
     "seed": dict(recipe="seed"),  # the notebook: seednet 224 px, 10 epochs, SGD 0.001
-    "default": dict(recipe="default"),  # mobilenet_v3_small 128 px, 15 epochs, strong augmentation
-    "default-96px": dict(recipe="default", img_size=96),
+    "default": dict(recipe="default"),  # mobilenet_v3_small 96 px, 15 epochs, strong augmentation
+    "default-128px": dict(recipe="default", img_size=128),
     "default-160px": dict(recipe="default", img_size=160),
-    "resnet18-128px": dict(recipe="default", model="resnet18"),
+    "resnet18-128px": dict(recipe="default", model="resnet18", img_size=128),
 }
 
 

@@ -179,7 +179,7 @@ def test_resume_is_exact_with_augmentation_and_a_schedule(dataset, tmp_path):
 
 def test_recipes_set_defaults_and_given_options_win():
     default = graspcheck.TrainConfig.from_recipe("data")
-    assert (default.model, default.img_size, default.augment, default.schedule) == ("mobilenet_v3_small", 128, "strong", "cosine")
+    assert (default.model, default.img_size, default.augment, default.schedule) == ("mobilenet_v3_small", 96, "strong", "cosine")
     seed = graspcheck.TrainConfig.from_recipe("data", recipe="seed")
     assert (seed.model, seed.img_size, seed.epochs, seed.lr, seed.schedule, seed.augment) == ("seednet", 224, 10, 0.001, "constant", "none")
     assert graspcheck.TrainConfig.from_recipe("data", recipe="seed", img_size=64, lr=0.01).img_size == 64
@@ -193,7 +193,7 @@ def test_cli_train_without_options_uses_the_default_recipe(dataset, tmp_path):
     result = run_cli("train", dataset, "--epochs", "1", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["recipe"], config["model"], config["img_size"]) == ("default", "mobilenet_v3_small", 128)
+    assert (config["recipe"], config["model"], config["img_size"]) == ("default", "mobilenet_v3_small", 96)
     assert graspcheck.load(tmp_path / "run").info.model == "mobilenet_v3_small"
 
 

@@ -23,7 +23,7 @@ app = typer.Typer(
 @app.command("train")
 def train_command(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder: one sub-folder per class, optionally inside train/ val/ test/."),
-    recipe: str = typer.Option("default", help="default (mobilenet_v3_small at 128 px, chosen by measurement) or seed (the seed notebook's seednet at 224 px); the options below override it."),
+    recipe: str = typer.Option("default", help="default (mobilenet_v3_small at 96 px, chosen by measurement) or seed (the seed notebook's seednet at 224 px); the options below override it."),
     model: Optional[str] = typer.Option(None, help="Architecture; see 'graspcheck models'. [recipe: mobilenet_v3_small; seed: seednet]"),
     epochs: Optional[int] = typer.Option(None, help="Training epochs. [recipe: 15; seed: 10]"),
     batch_size: int = typer.Option(32, help="Images per SGD step."),
@@ -32,7 +32,7 @@ def train_command(
     momentum: float = typer.Option(0.9, help="SGD momentum."),
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
     schedule: Optional[str] = typer.Option(None, help="Learning rate over the run: cosine or constant. [recipe: cosine; seed: constant]"),
-    img_size: Optional[int] = typer.Option(None, help="Square input size in pixels. [recipe: 128; seed: 224]"),
+    img_size: Optional[int] = typer.Option(None, help="Square input size in pixels. [recipe: 96; seed: 224]"),
     augment: Optional[str] = typer.Option(None, help="On-the-fly augmentation of training images: none, light or strong. [recipe: strong; seed: none]"),
     balance: str = typer.Option("loss", help="Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none."),
     val_fraction: float = typer.Option(0.15, help="Share of episodes held out for validation when no val/ folder pins it."),

@@ -61,7 +61,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     schedule: str = "cosine"  # decay the learning rate to zero over the run, per step; or constant
-    img_size: int = 128
+    img_size: int = 96
     augment: str = "strong"  # on-the-fly augmentation of training images: none, light or strong
     balance: str = "loss"
     val_fraction: float = 0.15
