@@ -27,6 +27,9 @@ def test_the_run_folder_holds_everything(trained):
     # The test table every 2nd epoch, as in the seed; counted over every test image.
     assert [bool(r["test_acc_success"]) for r in rows] == [False, True, False, True, False, True]
     assert json.loads((run / "config.json").read_text())["class_names"] == ["not_success", "success"]
+    # Every file of a run gets the same permissions, whichever library wrote it (safetensors made last owner-only).
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [*run.iterdir(), *(run / "weights").iterdir()] if path.is_file()}
+    assert len(set(modes.values())) == 1, modes
 
 
 def test_per_class_accuracy_counts_every_sample(trained, dataset):
