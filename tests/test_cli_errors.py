@@ -65,3 +65,10 @@ def test_missing_image_to_predict(trained, tmp_path):
 
 def test_resume_of_something_that_is_not_a_run(tmp_path):
     _assert_one_line_error(run_cli("train", "--resume", tmp_path), "not a graspcheck run folder")
+
+
+def test_negative_workers(tmp_path):
+    from imagegen import make_dataset
+
+    data = make_dataset(tmp_path / "data", episodes_per_class=2, frames=2, seed=1)
+    _assert_one_line_error(run_cli("train", data, "--workers", "-1"), "--workers")

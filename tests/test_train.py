@@ -180,6 +180,41 @@ def test_resume_is_exact_with_augmentation_and_a_schedule(dataset, tmp_path):
     assert resumed.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reaches zero at the end
 
 
+def test_batches_prepared_by_worker_processes_train_exactly_like_batches_made_in_process(dataset, tmp_path):
+    # One compute thread for both runs: workers take cores from the training step, and another thread
+    # count sums floats in another order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        options = dict(FAST, epochs=2, seed=5, augment="strong")
+        in_process = graspcheck.train(dataset, out=str(tmp_path / "w0"), workers=0, **options)
+        by_workers = graspcheck.train(dataset, out=str(tmp_path / "w2"), workers=2, **options)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_file(in_process.last), load_file(by_workers.last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "w2" / "config.json").read_text())["workers"] == 2
+
+
+def test_training_with_workers_leaves_the_thread_count_as_it_was(dataset, tmp_path):
+    before = torch.get_num_threads()
+    graspcheck.train(dataset, out=str(tmp_path / "run"), workers=1, **dict(FAST, epochs=1, augment="light"))
+    assert torch.get_num_threads() == before
+
+
+def test_training_batches_are_augmented_per_batch_seed_and_in_order():
+    from graspcheck.data import training_batches
+
+    pixels = torch.randint(0, 256, (10, 16, 16, 3), dtype=torch.uint8)
+    batches = [torch.tensor([3, 1, 4]), torch.tensor([0, 9]), torch.tensor([5, 2, 6])]
+    plain = list(training_batches(pixels, batches, "none", seed=0, workers=2))
+    assert all(torch.equal(got, pixels[batch]) for got, batch in zip(plain, batches))
+    augmented = [list(training_batches(pixels, batches, "strong", seed=s, workers=w)) for s, w in ((0, 0), (0, 2), (1, 0))]
+    assert all(torch.equal(x, y) for x, y in zip(augmented[0], augmented[1]))  # any number of workers
+    assert not torch.equal(augmented[0][0], augmented[2][0])  # another seed, other augmentations
+    assert [len(b) for b in augmented[0]] == [3, 2, 3] and not torch.equal(augmented[0][0], pixels[batches[0]])
+
+
 def test_recipes_set_defaults_and_given_options_win():
     default = graspcheck.TrainConfig.from_recipe("data")
     assert (default.model, default.img_size, default.augment, default.schedule) == ("mobilenet_v3_small", 96, "strong", "cosine")

@@ -47,6 +47,7 @@ def train_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     fast: bool = typer.Option(True, help="Channels-last memory and bfloat16 autocast where supported; --no-fast for plain float32."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (a minute or two of compiling first; see README)."),
+    workers: Optional[int] = typer.Option(None, help="Processes that augment the next batches while the model trains (0: in the training process). [default: half the cores with augmentation, 0 without]"),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN, a new one each run)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),

@@ -175,6 +175,8 @@ def apply_augmentation(image: torch.Tensor, params: dict, size: tuple[int, int] 
     return image
 
 
-def augment_batch(batch: torch.Tensor, preset: str) -> torch.Tensor:
-    """Augment each uint8 image of (N, H, W, 3) with its own parameters drawn from torch's global generator."""
-    return torch.stack([apply_augmentation(image.permute(2, 0, 1), sample_augmentation(preset)).permute(1, 2, 0) for image in batch])
+def augment_batch(batch: torch.Tensor, preset: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment each uint8 image of (N, H, W, 3) with its own parameters drawn from generator (default: torch's
+    global one)."""
+    return torch.stack([apply_augmentation(image.permute(2, 0, 1), sample_augmentation(preset, generator)).permute(1, 2, 0)
+                        for image in batch])
