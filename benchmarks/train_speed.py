@@ -42,8 +42,9 @@ def images_per_second(name: str, size: int, fast: bool, steps: int, batch_size: 
     x, y = torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))
     train_step(network, optimizer, loss_fn, x, y, speed)  # warm-up: allocations, kernel selection (and compiling)
     started = time.perf_counter()
+    scaler = speed.grad_scaler(torch.device("cpu"))
     for _ in range(steps):
-        train_step(network, optimizer, loss_fn, x, y, speed)
+        train_step(network, optimizer, loss_fn, x, y, speed, scaler)
     return steps * batch_size / (time.perf_counter() - started)
 
 

@@ -259,3 +259,23 @@ def test_compiled_training_learns_and_saves_plain_checkpoints(dataset, tmp_path)
     assert result.history[-1]["val_balanced_acc"] >= 0.9
     assert not any("_orig_mod" in key for key in load_file(result.best))  # loadable without torch.compile
     assert graspcheck.load(result.best).predict(sorted((dataset / "success").iterdir())[:1])[0].label in ("success", "not_success")
+
+
+def test_float16_mixed_precision_scales_the_loss_and_learns():
+    # GPUs without bfloat16 (T4, V100) train in float16 with a loss scaler; the same code path runs here on the CPU.
+    from graspcheck.models import create_model
+    from graspcheck.train import SpeedOptions, train_step
+
+    torch.manual_seed(0)
+    speed = SpeedOptions(channels_last=True, autocast=torch.float16)
+    scaler = speed.grad_scaler(torch.device("cpu"))
+    assert scaler is not None and SpeedOptions(autocast=torch.bfloat16).grad_scaler(torch.device("cpu")) is None
+    network = create_model("seednet", 2, (16, 16)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(16, 3, 16, 16)
+    y = (x[:, 0].mean((1, 2)) > 0).long()  # a learnable rule
+    x[y == 1] += 0.5
+    losses = [train_step(network, optimizer, torch.nn.CrossEntropyLoss(), x, y, speed, scaler)[1].item() for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert scaler.get_scale() > 0 and all(torch.isfinite(p).all() for p in network.parameters())
+    assert network.block1[0].weight.dtype == torch.float32  # weights stay float32

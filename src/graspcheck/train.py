@@ -76,7 +76,7 @@ class TrainConfig:
     threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
-    fast: bool = True  # channels-last memory and bfloat16 autocast where the hardware supports bfloat16
+    fast: bool = True  # channels-last memory and mixed precision where the hardware supports it (SpeedOptions)
     compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on the CPU)
     workers: int | None = None  # processes that prepare the next batches; None: data.default_batch_workers
     out: str | None = None
@@ -170,16 +170,24 @@ def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("run
 
 @dataclass(frozen=True)
 class SpeedOptions:
-    """How a training step runs: channels-last tensors and bfloat16 autocast (weights stay float32)."""
+    """How a training step runs: channels-last tensors and mixed precision (weights stay float32)."""
 
     channels_last: bool = False
-    bfloat16: bool = False
+    autocast: torch.dtype | None = None  # the dtype of autocast regions, or None for float32 throughout
 
     @classmethod
     def resolve(cls, fast: bool, device: torch.device) -> "SpeedOptions":
         if not fast:
             return cls()
-        return cls(channels_last=True, bfloat16=bfloat16_supported(device))
+        if bfloat16_supported(device):
+            return cls(channels_last=True, autocast=torch.bfloat16)
+        # GPUs before bfloat16 (T4, V100) have float16 tensor cores; a CPU without bfloat16 gains nothing from either.
+        return cls(channels_last=True, autocast=torch.float16 if device.type == "cuda" else None)
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
+        """float16's narrow range flushes small gradients to zero; scaling the loss up keeps them. bfloat16 has
+        float32's range and needs none."""
+        return torch.amp.GradScaler(device.type) if self.autocast == torch.float16 else None
 
 
 def bfloat16_supported(device: torch.device) -> bool:
@@ -191,16 +199,21 @@ def bfloat16_supported(device: torch.device) -> bool:
 
 
 def train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
-               y: torch.Tensor, speed: SpeedOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step; returns the logits (float32) and the loss."""
+               y: torch.Tensor, speed: SpeedOptions, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (with float16, through the loss scaler); returns the logits (float32) and the loss."""
     if speed.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=speed.bfloat16):
+    with torch.autocast(device_type=x.device.type, dtype=speed.autocast or torch.bfloat16, enabled=speed.autocast is not None):
         logits = network(x)
     loss = loss_fn(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed; the scale then shrinks
+        scaler.update()
     return logits.detach().float(), loss
 
 
@@ -298,6 +311,7 @@ class _Run:
             loaded, total = load_pretrained(self.network, config.weights)
             log(f"loaded {loaded}/{total} tensors from {config.weights}")
         self.speed = SpeedOptions.resolve(config.fast, self.device)
+        self.scaler = self.speed.grad_scaler(self.device)
         self.workers = default_batch_workers(config.augment) if config.workers is None else config.workers
         if self.speed.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -361,6 +375,8 @@ class _Run:
         run.network.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
         run.history = state["history"]
         run.best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
         log(f"resuming {run_dir} after epoch {len(run.history)} of {config.epochs}")
@@ -417,7 +433,7 @@ class _Run:
             for batch, pixels in progress(zip(batches, prepared), total=len(batches), desc=f"epoch {epoch}", unit="batch", leave=False):
                 x = self.preprocess.normalize(pixels.to(self.device, non_blocking=True))
                 y = labels[batch].to(self.device)
-                logits, loss = train_step(self.trainer, self.optimizer, self.loss_fn, x, y, self.speed)
+                logits, loss = train_step(self.trainer, self.optimizer, self.loss_fn, x, y, self.speed, self.scaler)
                 self.scheduler.step()
                 total_loss += loss.item() * len(batch)
                 seen += len(batch)
@@ -485,6 +501,7 @@ class _Run:
                 "model": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "history": self.history,
                 "best_key": list(self.best_key),
             },
