@@ -221,7 +221,8 @@ def train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn
 def cores_left_by(workers: int, device: torch.device) -> Iterator[None]:
     """While batch workers run, a training step on the CPU gets the cores they leave. PyTorch's threads wait
     for each other at every operation, so one of them sharing a core with a worker stalls all of them: on 2
-    cores, 2 threads plus 1 worker trained at 0.87x the speed of no worker, 1 thread plus 1 worker at 1.23x."""
+    cores an epoch with 2 threads plus 1 worker ran at 0.83x the speed of no worker, with 1 thread plus 1 worker
+    at 1.20-1.25x (benchmarks/README.md, "Batch workers")."""
     before = torch.get_num_threads()
     if workers > 0 and device.type == "cpu":
         torch.set_num_threads(min(before, max(1, available_cores() - workers)))
