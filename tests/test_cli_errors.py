@@ -72,3 +72,14 @@ def test_negative_workers(tmp_path):
 
     data = make_dataset(tmp_path / "data", episodes_per_class=2, frames=2, seed=1)
     _assert_one_line_error(run_cli("train", data, "--workers", "-1"), "--workers")
+
+
+def test_training_commands_restart_with_huge_pages_only_where_they_help():
+    from graspcheck.cli import huge_page_environment
+
+    assert huge_page_environment({"PATH": "/bin"}, "madvise") == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    kept = huge_page_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise")
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert huge_page_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise") is None  # the user's choice
+    assert huge_page_environment({}, "always") is None and huge_page_environment({}, "never") is None
+    assert huge_page_environment({}, None) is None
