@@ -231,7 +231,7 @@ def default_batch_workers(augment: str) -> int:
     """Worker processes that prepare training batches. Slicing the decoded images costs nothing, so without
     augmentation there are none; augmenting a batch costs about two thirds of a small model's training step
     on a CPU (99 vs 147 ms for MobileNetV3-small at 96 px, 2 cores), so half the cores augment the next
-    batches while the other half trains (benchmarks/train_speed.py measures it)."""
+    batches while the other half trains (benchmarks/epoch_speed.py measures it)."""
     if augment == "none":
         return 0
     return min(8, max(1, available_cores() // 2))

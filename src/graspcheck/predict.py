@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Union
@@ -14,7 +13,7 @@ from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
 from .console import GraspcheckError, describe_error, log
-from .data import iter_decoded, list_images
+from .data import available_cores, iter_decoded, list_images
 from .models import create_model
 from .transforms import Preprocess, to_rgb
 
@@ -158,7 +157,7 @@ class OnnxNetwork:
             # Half the cores for ORT, the rest for the threads that decode the next images of a folder.
             # On 2 cores one ORT thread gave the same folder throughput and a lower single-frame latency
             # (2.5 vs 2.9 ms) than two, which wake each other for every one of the network's small ops.
-            options.intra_op_num_threads = max(1, (os.cpu_count() or 1) // 2)
+            options.intra_op_num_threads = max(1, available_cores() // 2)
             # Idle ORT threads otherwise spin for a while after each run, taking cores from the decoding.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
