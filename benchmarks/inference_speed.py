@@ -10,6 +10,7 @@ normalise, run the network), side by side in one run:
 - peak resident memory of the process that does both.
 
     python benchmarks/inference_speed.py [--repeats 300] [--images 1000] [--cases ...]
+    python benchmarks/inference_speed.py --breakdown --images 100 --cases "default onnx fp32"   # where a call's time goes
 
 Each case runs in a fresh process (so its peak memory is its own); weights are random (speed and memory do
 not depend on their values). The images are 224x224 PNGs like the simulated dataset's.
@@ -99,11 +100,56 @@ def measure(case: str, images: Path, repeats: int) -> dict:
     }
 
 
+def breakdown(case: str, images: Path, repeats: int) -> None:
+    """Where one predict(path) call's time goes: each step timed alone, then the steps in sequence, then
+    the call itself (medians over the same files)."""
+    import graspcheck
+    from graspcheck.transforms import to_rgb
+
+    def median_ms(step, inputs) -> float:
+        for item in inputs[:20]:
+            step(item)
+        times = []
+        for i in range(repeats):
+            item = inputs[i % len(inputs)]
+            started = time.perf_counter()
+            step(item)
+            times.append(time.perf_counter() - started)
+        return 1000 * float(np.median(times))
+
+    def decode(path: Path) -> Image.Image:
+        image = Image.open(path)
+        image.load()
+        return image
+
+    with tempfile.TemporaryDirectory() as models:
+        model = graspcheck.load(make_model(case, Path(models)), device="cpu")
+        preprocess, network = model.info.preprocess, model.network
+        files = sorted(images.iterdir())[:100]
+        decoded = [decode(path) for path in files]
+        resized = [preprocess.resize(to_rgb(image))[None] for image in decoded]
+        normalized = [preprocess.normalize_array(pixels) for pixels in resized]
+        steps = {
+            "open + decode PNG": (decode, files),
+            "to_rgb": (to_rgb, decoded),
+            "resize": (preprocess.resize, decoded),
+            "normalize": (preprocess.normalize_array, resized),
+            # In PyTorch the normalisation is part of the model call.
+            "network": (network.logits, normalized) if hasattr(network, "logits") else (model.success_probabilities, resized),
+            "the steps in sequence": (lambda path: model.success_probabilities(preprocess.load(path)[None], 1), files),
+            "predict(path)": (model.predict, files),
+        }
+        print(f"{case}: median ms over {repeats} calls")
+        for name, (step, inputs) in steps.items():
+            print(f"  {name:<22} {median_ms(step, inputs):6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--breakdown", action="store_true", help="time each step of one predict(path) call of each case instead")
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)  # a child process's one case
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,6 +160,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_images(folder, args.images)
+        if args.breakdown:
+            for case in args.cases:
+                breakdown(case, folder, args.repeats)
+            return
         print(f"{args.images} PNGs 224x224; batch-1 latency over {args.repeats} calls of model.predict(path)")
         print(f"{'case':<18} {'median ms':>9} {'p99 ms':>7} {'array ms':>8} {'folder img/s':>12} {'peak MiB':>8}")
         results = {}
