@@ -80,7 +80,9 @@ def evaluate_command(
     out: Optional[Path] = typer.Option(None, help="Folder for predictions.csv, mistakes.csv, metrics.json, mistakes.png (default: runs/evaluate/expN)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Per-class accuracy, precision/recall/F1 of success, confusion matrix and every wrongly classified image."""
+    """Per-class accuracy, balanced accuracy, precision/recall/F1 of success, confusion matrix and every wrongly
+    classified image; 95% confidence intervals from a bootstrap over episodes (frames of one attempt are not
+    independent evidence)."""
     from .evaluate import evaluate
     from .train import new_run_dir
 

@@ -1,20 +1,28 @@
-"""Metrics of a model on labelled images: per-class accuracy with counts, precision/recall/F1 of success,
-the confusion matrix, and every wrongly classified image."""
+"""Metrics of a model on labelled images: per-class accuracy with counts, balanced accuracy, precision/recall/F1
+of success, 95% confidence intervals by a bootstrap over episodes, the confusion matrix, and every wrongly
+classified image."""
 
 from __future__ import annotations
 
 import csv
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from .checkpoint import atomic_write
 from .console import GraspcheckError
 from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
+from .metrics import DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, bootstrap_intervals, confusion_counts, rates
 from .predict import GraspModel, load
 from .report import plot_mistakes
+
+
+CONFIDENCE = 0.95  # of the intervals in reports and metrics.json, whose keys say "ci95"
 
 
 def display_name(class_name: str) -> str:
@@ -23,31 +31,44 @@ def display_name(class_name: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evaluation:
-    """Predictions on labelled samples and the metrics derived from them."""
+    """Predictions on labelled samples and the metrics derived from them.
+
+    Frozen, with samples stored as a tuple: the metrics are computed once and cached, so nothing they depend
+    on may change afterwards. For another threshold make a new one: ``dataclasses.replace(ev, threshold=0.7)``.
+    """
 
     class_names: tuple[str, str]
-    samples: list[Sample]
+    samples: Sequence[Sample]
     probabilities: torch.Tensor  # of success, (N,)
     threshold: float
-    skipped: int = 0
+    skipped: int = 0  # unreadable files left out
 
-    @property
+    def __post_init__(self) -> None:
+        if len(self.samples) != len(self.probabilities):
+            raise ValueError(f"{len(self.samples)} samples but {len(self.probabilities)} probabilities")
+        object.__setattr__(self, "samples", tuple(self.samples))
+        # On the CPU, where the metrics are counted: a no-op for the CPU tensors that models return.
+        object.__setattr__(self, "probabilities", torch.as_tensor(self.probabilities).cpu())
+
+    @cached_property
     def labels(self) -> torch.Tensor:
         return torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
-    @property
+    @cached_property
     def predicted(self) -> torch.Tensor:
         return (self.probabilities >= self.threshold).long()
 
-    @property
+    @cached_property
     def confusion(self) -> list[list[int]]:
         """confusion[true][predicted], classes in the order (negative, positive)."""
-        matrix = [[0, 0], [0, 0]]
-        for t, p in zip(self.labels.tolist(), self.predicted.tolist()):
-            matrix[t][p] += 1
-        return matrix
+        return confusion_counts(self.labels.numpy(), self.predicted.numpy()).tolist()
+
+    @cached_property
+    def _rates(self) -> dict[str, float]:
+        # An undefined metric (no sample of a class, no positive verdict) reads 0.0, as it always has here.
+        return {name: float(np.nan_to_num(value, nan=0.0)) for name, value in rates(np.array(self.confusion)).items()}
 
     def per_class(self) -> list[tuple[str, int, int]]:
         """(class name, correct, total) for each class, counting every sample."""
@@ -56,27 +77,36 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return _ratio(sum(c for _, c, _ in self.per_class()), len(self.samples))
+        return self._rates["accuracy"]
 
     @property
     def balanced_accuracy(self) -> float:
-        present = [(c, t) for _, c, t in self.per_class() if t]
-        return sum(c / t for c, t in present) / len(present) if present else 0.0
+        """Mean recall over the classes present."""
+        return self._rates["balanced_accuracy"]
 
     @property
     def precision(self) -> float:
-        m = self.confusion
-        return _ratio(m[1][1], m[0][1] + m[1][1])
+        return self._rates["precision"]
 
     @property
     def recall(self) -> float:
-        m = self.confusion
-        return _ratio(m[1][1], m[1][0] + m[1][1])
+        return self._rates["recall"]
 
     @property
     def f1(self) -> float:
         p, r = self.precision, self.recall
         return _ratio(2 * p * r, p + r)
+
+    def bootstrap(self, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE, seed: int = DEFAULT_SEED) -> BootstrapIntervals:
+        """Confidence intervals of accuracy, balanced accuracy, precision and recall by resampling episodes
+        (see graspcheck.metrics.bootstrap_intervals); ``intervals`` holds the default ones, computed once."""
+        episodes = [s.episode for s in self.samples]
+        return bootstrap_intervals(self.labels.numpy(), self.predicted.numpy(), episodes, resamples, confidence, seed)
+
+    @cached_property
+    def intervals(self) -> BootstrapIntervals:
+        """95% intervals from 2000 resamples of the episodes, seed 0: the ones in report() and metrics.json."""
+        return self.bootstrap()
 
     def mistakes(self) -> list[tuple[Sample, str, float]]:
         """(sample, predicted class, probability of success) of each wrongly classified image, worst first."""
@@ -99,6 +129,11 @@ class Evaluation:
             "threshold": self.threshold,
             "per_class": {name: {"correct": c, "total": t} for name, c, t in self.per_class()},
             "confusion": {"classes": list(self.class_names), "rows_true_columns_predicted": self.confusion},
+            **{f"{name}_ci95": _as_list(self.intervals.intervals[name]) for name in METRIC_NAMES},
+            "episodes": self.intervals.episodes,
+            "bootstrap_resamples": self.intervals.resamples,
+            "bootstrap_seed": self.intervals.seed,
+            "ci95_method": "percentile bootstrap over episodes (all frames of each drawn episode)",
         }
 
     def class_table(self) -> str:
@@ -112,8 +147,15 @@ class Evaluation:
         width = max(len(neg), len(pos), len(corner))
         lines = [
             self.class_table(),
-            f"Accuracy: {self.accuracy:.4f} ({len(self.samples)} images)",
+            f"Accuracy: {self.accuracy:.4f} ({len(self.samples)} images; {self._interval_text('accuracy')})",
+            f"Balanced accuracy: {self.balanced_accuracy:.4f} ({self._interval_text('balanced_accuracy')})",
             f"{display_name(pos)}: precision {self.precision:.4f}  recall {self.recall:.4f}  F1 {self.f1:.4f}  (threshold {self.threshold:g})",
+            f"Precision of {pos}: {self.precision:.4f} ({self._interval_text('precision')})",
+            f"Recall of {pos}: {self.recall:.4f} ({self._interval_text('recall')})",
+        ]
+        if self.skipped:
+            lines.append(f"Skipped {self.skipped} unreadable file(s), not counted above")
+        lines += [
             "Confusion matrix:",
             f"  {corner:<{width}}  {neg:>{len(neg)}}  {pos:>{len(pos)}}",
             f"  {neg:<{width}}  {m[0][0]:>{len(neg)}}  {m[0][1]:>{len(pos)}}",
@@ -123,6 +165,12 @@ class Evaluation:
         lines.append(f"Wrongly classified: {len(mistakes)}")
         lines += [f"  {s.path}  true {self.class_names[s.label]}  predicted {p}  p(success)={prob:.4f}" for s, p, prob in mistakes]
         return "\n".join(lines)
+
+    def _interval_text(self, metric: str) -> str:
+        """'95% CI 0.9500-0.9850, 512 episodes'."""
+        interval, episodes = self.intervals.intervals[metric], self.intervals.episodes
+        bounds = f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "n/a"
+        return f"95% CI {bounds}, {episodes} episode{'' if episodes == 1 else 's'}"
 
     def write(self, folder: str | Path) -> None:
         """predictions.csv, mistakes.csv, metrics.json and mistakes.png (a grid of the mistakes) into folder."""
@@ -149,6 +197,10 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
+def _as_list(interval: tuple[float, float] | None) -> list[float] | None:
+    return list(interval) if interval else None
+
+
 def evaluate_decoded(model: GraspModel, images: DecodedImages, threshold: float | None = None) -> Evaluation:
     probabilities = model.success_probabilities(images.pixels)
     cut = model.info.threshold if threshold is None else threshold
@@ -169,7 +221,10 @@ def evaluate(
     """
     model = checkpoint if isinstance(checkpoint, GraspModel) else load(checkpoint, device)
     samples = _labelled_samples(Path(data), model.class_names, split)
-    return evaluate_decoded(model, decode_images(samples, model.info.preprocess, "evaluate"), threshold)
+    decoded = decode_images(samples, model.info.preprocess, "evaluate")
+    if not decoded.samples:
+        raise GraspcheckError(f"no readable image in {data}: all {len(decoded.skipped)} image file(s) failed to decode (listed above)")
+    return evaluate_decoded(model, decoded, threshold)
 
 
 def _labelled_samples(data: Path, class_names: tuple[str, str], split: str | None) -> list[Sample]:
