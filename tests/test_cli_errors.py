@@ -49,7 +49,7 @@ def test_existing_run_folder(dataset, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
     _assert_one_line_error(run_cli("train", dataset, "--out", tmp_path / "run"), "--overwrite")
-    _assert_one_line_error(run_cli("train", dataset, "--out", tmp_path / "run", "--overwrite"), "not a graspcheck run folder")
+    _assert_one_line_error(run_cli("train", dataset, "--out", tmp_path / "run", "--overwrite"), "not a training run written by graspcheck")
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 

@@ -86,6 +86,46 @@ def test_an_existing_run_folder_is_not_overwritten(dataset, tmp_path):
     assert (out / "weights" / "last.safetensors").read_bytes() == before
 
 
+def test_overwrite_refuses_a_folder_that_merely_holds_a_config_json(dataset, tmp_path):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.json").write_text('{"my": 1}')
+    (project / "main.py").write_text("x")
+    with pytest.raises(graspcheck.GraspcheckError, match="not a training run written by graspcheck"):
+        graspcheck.train(dataset, epochs=1, out=str(project), overwrite=True, **FAST)
+    assert (project / "main.py").read_text() == "x" and (project / "src").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no half-made sibling left behind
+
+
+def test_overwrite_refuses_a_run_folder_holding_a_file_of_the_user(dataset, tmp_path):
+    out = tmp_path / "run"
+    graspcheck.train(dataset, epochs=1, out=str(out), **FAST)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(graspcheck.GraspcheckError, match="notes.txt, which graspcheck did not write"):
+        graspcheck.train(dataset, epochs=1, out=str(out), overwrite=True, **FAST)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "weights" / "last.safetensors").is_file()
+
+
+def test_an_interrupted_overwrite_keeps_the_old_run_and_a_finished_one_replaces_it(dataset, tmp_path):
+    out = tmp_path / "run"
+    graspcheck.train(dataset, epochs=1, seed=0, out=str(out), **FAST)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupt(epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        graspcheck.train(dataset, epochs=2, seed=1, out=str(out), overwrite=True, callbacks=[interrupt], **FAST)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    result = graspcheck.train(dataset, epochs=2, seed=1, out=str(out), overwrite=True, **FAST)
+    assert result.run_dir == out and len(result.history) == 2
+    assert json.loads((out / "config.json").read_text())["out"] == str(out)
+    assert (out / "weights" / "epoch_002.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_default_run_folders_are_new_each_time(dataset):
     first = graspcheck.train(dataset, epochs=1, **FAST)
     second = graspcheck.train(dataset, epochs=1, **FAST)

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write, building_folder
+from .files import atomic_write, building_folder, listed_in_manifest
 from .console import GraspcheckError, log, progress
 from .data import Sample, decode_threads, scan_dataset
 from .transforms import AUGMENT_RANGES, apply_augmentation, sample_augmentation, to_rgb
 
 MANIFEST_COLUMNS = ["path", "label", "episode", "parent", "augmentation"]
+METADATA_FILES = ("manifest.csv", "augment.json", "preview.png")
 PREVIEW_PARENTS, PREVIEW_COPIES, PREVIEW_SIZE = 6, 5, 128
 
 
@@ -55,7 +56,7 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
     rows: list[dict] = []
     summary = AugmentSummary(out, {}, {})
     preview_pairs: list[tuple[Path, list[Path]]] = []
-    with building_folder(out, overwrite, "augment.json", "balanced dataset") as partial:
+    with building_folder(out, overwrite, "balanced dataset", listed_in_manifest(out, METADATA_FILES)) as partial:
         for label, name in enumerate(scanned.class_names):
             originals = sorted((s for s in scanned.splits["all"] if s.label == label), key=lambda s: str(s.path))
             copies = _copy_originals(originals, scanned.root, partial, name, rows)

@@ -9,82 +9,19 @@ in ``train_state.pt``, read back with ``torch.load(weights_only=True)``. Every f
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .console import GraspcheckError, describe_error
+from .files import atomic_replace
 from .transforms import Preprocess
 
 FORMAT_VERSION = 1
 METADATA_KEY = "graspcheck"
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
-    """Write to a temporary file beside path and rename it into place, so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_replace(path: str | Path, write) -> None:
-    """Call write(tmp_path) for libraries that want a file name, then rename the result into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        # Some writers (safetensors) create owner-only files; give it the permissions open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read the umask is to set it
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def building_folder(out: Path, overwrite: bool, marker: str, kind: str) -> Iterator[Path]:
-    """Build a dataset in an empty hidden sibling of out, moved into place only if the block completes
-    and removed if it fails, so out never holds half a dataset.
-
-    An existing, non-empty out is refused unless overwrite is given and it holds marker, the file that
-    shows graspcheck wrote it as a `kind`: nothing the user owns is ever replaced.
-    """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise GraspcheckError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-        if not (out / marker).is_file():
-            raise GraspcheckError(f"{out} is not a {kind} written by graspcheck; refusing to overwrite it")
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
 
 
 @dataclass

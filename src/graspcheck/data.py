@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .console import GraspcheckError, describe_error, log, progress
 from .transforms import Preprocess, augment_batch
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .console import GraspcheckError
 from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
 from .metrics import DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, bootstrap_intervals, confusion_counts, rates

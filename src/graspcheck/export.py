@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import METADATA_KEY, atomic_replace
+from .checkpoint import METADATA_KEY
+from .files import atomic_replace
 from .console import GraspcheckError
 from .predict import find_checkpoint, load
 

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_replace, atomic_write
+from .files import atomic_replace, atomic_write
 from .console import GraspcheckError, describe_error, log, progress
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}

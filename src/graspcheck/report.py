@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on robots, servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .checkpoint import atomic_replace  # noqa: E402
+from .files import atomic_replace  # noqa: E402
 
 
 def plot_history(rows: list[dict], class_names: tuple[str, str], path: str | Path) -> None:

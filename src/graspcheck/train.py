@@ -26,12 +26,13 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointInfo, atomic_replace, atomic_write, load_train_state, save_checkpoint, save_train_state
+from .checkpoint import CheckpointInfo, load_train_state, save_checkpoint, save_train_state
 from .console import GraspcheckError, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, read_split_csv, scan_dataset, split_by_episode,
                    training_batches, write_split_csv)
 from .distributed import cuda_device_of_this_process, join, leave
 from .evaluate import Evaluation
+from .files import atomic_replace, atomic_write, claim_folder, swap_into_place, write_marker
 from .models import create_model, list_models, load_pretrained
 from .predict import GraspModel, resolve_device
 from .report import plot_history
@@ -145,27 +146,31 @@ def train(
         run = _Run.start(config, overwrite)
     try:
         return run.fit(callbacks or [])
+    except BaseException:
+        run.discard_unfinished_replacement()
+        raise
     finally:
         leave(run.group)
 
 
-def new_run_dir(out: str | None, overwrite: bool = False, base: Path = Path("runs/train")) -> Path:
-    """A fresh run folder: --out as given (never an existing one unless overwrite), else base/expN."""
+RUN_KIND = "training run"
+# What graspcheck writes into a run folder (train, and evaluate or export into it): all that --overwrite may replace.
+RUN_FILES = ("config.json", "split.csv", "metrics.csv", "results.png", "train_state.pt", "report.html", "weights/*.safetensors",
+             "weights/*.onnx", "weights/*.torchscript.pt", "test_evaluation/*")
+
+
+def is_run_file(relative: Path) -> bool:
+    return any(relative.match(pattern) and len(relative.parts) == len(Path(pattern).parts) for pattern in RUN_FILES)
+
+
+def new_run_dir(out: str | None, base: Path = Path("runs/train")) -> Path:
+    """A fresh, empty folder: out as given (refused if it holds anything), else the next base/expN."""
     if out is None:
         n = 1
         while (base / f"exp{n if n > 1 else ''}").exists():
             n += 1
-        run_dir = base / f"exp{n if n > 1 else ''}"
-    else:
-        run_dir = Path(out)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise GraspcheckError(f"{run_dir} exists and is not empty; choose another --out or pass --overwrite")
-            if not (run_dir / "config.json").is_file():
-                raise GraspcheckError(f"{run_dir} is not a graspcheck run folder; refusing to overwrite it")
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        out = str(base / f"exp{n if n > 1 else ''}")
+    return claim_folder(Path(out), False, RUN_KIND, is_run_file)
 
 
 @dataclass(frozen=True)
@@ -287,7 +292,8 @@ class _Run:
 
     def __init__(self, config: TrainConfig, class_names: tuple[str, str], splits: dict[str, list[Sample]], run_dir: Path | None = None):
         self.config = config
-        self.run_dir = run_dir
+        self.run_dir = run_dir  # where files are written: final_dir, or the folder that will replace it
+        self.final_dir = run_dir
         self.class_names = class_names
         self.device = resolve_device(config.device)
         self.group = join(self.device.type)
@@ -342,23 +348,28 @@ class _Run:
         outcome = None
         if run.group.is_main:
             try:
-                outcome = run._make_folder(splits, overwrite)
+                outcome = run._make_folder(splits, overwrite), Path(config.out)
             except GraspcheckError as error:
                 outcome = error
-        run.run_dir = run.group.raise_together(outcome)
-        config.out = str(run.run_dir)
+        run.run_dir, run.final_dir = run.group.raise_together(outcome)
         return run
 
     def _make_folder(self, splits: dict[str, list[Sample]], overwrite: bool) -> Path:
-        run_dir = new_run_dir(self.config.out, overwrite)
+        """The folder the run writes to: a new one, or with overwrite a hidden sibling of the run it replaces,
+        swapped into place when training ends (finish), so a failed or interrupted overwrite keeps the old run."""
+        if self.config.out is not None and overwrite:
+            run_dir = claim_folder(Path(self.config.out), True, RUN_KIND, is_run_file)
+        else:
+            run_dir = new_run_dir(self.config.out)
+        self.config.out = self.config.out if self.config.out is not None else str(run_dir)
         (run_dir / "weights").mkdir()
-        self.config.out = str(run_dir)
+        write_marker(run_dir, RUN_KIND)
         with atomic_write(run_dir / "config.json") as f:
             json.dump({**asdict(self.config), "class_names": list(self.class_names)}, f, indent=2)
         write_split_csv(run_dir / "split.csv", splits, self.class_names)
         counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
         processes = f" ({self.group.size} processes, {self.config.batch_size} images a step each)" if self.group.size > 1 else ""
-        log(f"run folder {run_dir}; images per split: {counts}{processes}")
+        log(f"run folder {self.config.out}; images per split: {counts}{processes}")
         return run_dir
 
     @classmethod
@@ -410,8 +421,15 @@ class _Run:
                 self._save(epoch, row)
             for callback in callbacks:
                 callback(epoch, row)
-        weights = self.run_dir / "weights"
-        return TrainResult(self.run_dir, weights / "best.safetensors", weights / "last.safetensors", self.history)
+        if self.group.is_main and self.run_dir != self.final_dir:
+            swap_into_place(self.run_dir, self.final_dir)
+        weights = self.final_dir / "weights"
+        return TrainResult(self.final_dir, weights / "best.safetensors", weights / "last.safetensors", self.history)
+
+    def discard_unfinished_replacement(self) -> None:
+        """After a failed or interrupted overwrite: remove the half-made replacement; the old run stays."""
+        if self.group.is_main and self.run_dir is not None and self.run_dir != self.final_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, Evaluation]:
         """One pass over the training split; returns the mean loss and the running per-class accuracy."""

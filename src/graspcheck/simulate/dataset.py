@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..checkpoint import atomic_write, building_folder
+from ..files import atomic_write, building_folder, listed_in_manifest
 from ..console import GraspcheckError, log, progress
 from .hand import HANDS
 
 CLASS_NAMES = ("not_success", "success")
 MANIFEST_COLUMNS = ["path", "label", "episode", "frame", "object", "object_size", "object_mass", "object_friction",
                     "closure", "finger_strength", "approach_offset", "final_height", "max_height", "hand_contacts", "touched"]
+METADATA_FILES = ("manifest.csv", "simulation.json", "samples.png")
 MAX_EPISODES_PER_IMAGE = 20  # give up if a class stays this rare: the scene or hand is broken
 
 
@@ -79,7 +80,7 @@ def simulate(
         raise GraspcheckError(f"unknown hand {hand!r}; choose one of: {', '.join(HANDS)}")
     HANDS[hand].model_path()  # fail early, with a clear message, if the model package is missing
     out = Path(out)
-    with building_folder(out, overwrite, "simulation.json", "simulated dataset") as partial:
+    with building_folder(out, overwrite, "simulated dataset", listed_in_manifest(out, METADATA_FILES)) as partial:
         for name in CLASS_NAMES:
             (partial / name).mkdir()
         workers = max(1, workers or os.cpu_count() or 1)
