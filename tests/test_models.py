@@ -45,3 +45,40 @@ def test_pretrained_weights_load_except_a_mismatched_head(tmp_path):
     loaded, total = load_pretrained(net, path)
     assert loaded == total - 2  # everything but fc.weight and fc.bias
     assert torch.equal(net.conv1.weight, imagenet_like.conv1.weight)
+
+
+def _imagenet_top5(photo: str) -> list[int]:
+    """ImageNet classes of one of scikit-image's sample photos, through the registry's pretrained weights and
+    normalisation and graspcheck's own preprocessing."""
+    skimage = pytest.importorskip("skimage", reason="scikit-image (a test dependency) carries the sample photos")
+    from pathlib import Path
+
+    from graspcheck.models import pretrained_config
+    from graspcheck.transforms import Preprocess
+
+    config = pretrained_config("efficientnet_lite0")
+    net = graspcheck.create_model("efficientnet_lite0", num_classes=1000).eval()
+    net.load_state_dict(config.load())
+    preprocess = Preprocess(size=(config.input_size,) * 2, mean=config.mean, std=config.std, interpolation=config.interpolation)
+    pixels = torch.from_numpy(preprocess.load(Path(skimage.__file__).parent / "data" / photo))[None]
+    with torch.no_grad():
+        return net(preprocess.normalize(pixels)).topk(5).indices[0].tolist()
+
+
+def test_pretrained_efficientnet_lite0_sees_a_cat_and_an_espresso():
+    # A wrong key map or normalisation gives noise; these fail unless the ImageNet weights work as published.
+    assert _imagenet_top5("chelsea.png")[0] in range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert _imagenet_top5("coffee.png")[0] in (967, 968, 504)  # espresso, cup, coffee mug
+
+
+def test_a_pretrained_model_starts_with_imagenet_features_and_a_zero_head():
+    from graspcheck.models import pretrained_config
+
+    net = graspcheck.create_model("efficientnet_lite0", pretrained=True)
+    assert torch.equal(net.conv_stem.weight, pretrained_config("efficientnet_lite0").load()["conv_stem.weight"])
+    assert net.classifier.weight.shape == (2, 1280) and not net.classifier.weight.any()
+
+
+def test_a_model_without_pretrained_weights_says_so():
+    with pytest.raises(graspcheck.GraspcheckError, match="no pretrained weights"):
+        graspcheck.create_model("seednet", pretrained=True)

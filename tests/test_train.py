@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 import graspcheck
 
 from conftest import FAST
+from graspcheck.models import pretrained_config
 
 
 def test_a_small_model_learns_a_clear_visual_difference(trained):
@@ -257,7 +258,7 @@ def test_training_batches_are_augmented_per_batch_seed_and_in_order():
 
 def test_recipes_set_defaults_and_given_options_win():
     default = graspcheck.TrainConfig.from_recipe("data")
-    assert (default.model, default.img_size, default.augment, default.schedule) == ("mobilenet_v3_small", 96, "strong", "cosine")
+    assert (default.model, default.pretrained, default.optimizer) == ("efficientnet_lite0", True, "adamw")
     seed = graspcheck.TrainConfig.from_recipe("data", recipe="seed")
     assert (seed.model, seed.img_size, seed.epochs, seed.lr, seed.schedule, seed.augment) == ("seednet", 224, 10, 0.001, "constant", "none")
     assert graspcheck.TrainConfig.from_recipe("data", recipe="seed", img_size=64, lr=0.01).img_size == 64
@@ -268,11 +269,51 @@ def test_recipes_set_defaults_and_given_options_win():
 def test_cli_train_without_options_uses_the_default_recipe(dataset, tmp_path):
     from test_predict_evaluate import run_cli
 
-    result = run_cli("train", dataset, "--epochs", "1", "--out", tmp_path / "run")
+    result = run_cli("train", dataset, "--epochs", "1", "--img-size", "32", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["recipe"], config["model"], config["img_size"]) == ("default", "mobilenet_v3_small", 96)
-    assert graspcheck.load(tmp_path / "run").info.model == "mobilenet_v3_small"
+    default = graspcheck.TrainConfig.from_recipe("data")
+    assert (config["recipe"], config["model"], config["pretrained"], config["lr"]) == ("default", default.model, True, default.lr)
+    model = graspcheck.load(tmp_path / "run")
+    assert model.info.model == default.model and model.info.preprocess.mean == pretrained_config(default.model).mean
+
+
+def test_cli_keeps_the_values_of_the_recipe_it_is_given(dataset, tmp_path):
+    from test_predict_evaluate import run_cli
+
+    result = run_cli("train", dataset, "--recipe", "seed", "--epochs", "1", "--img-size", "32", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    seed = graspcheck.TrainConfig.from_recipe("data", recipe="seed")
+    for option in ("model", "optimizer", "lr", "schedule", "augment", "pretrained", "label_smoothing", "weight_decay"):
+        assert config[option] == getattr(seed, option), option
+
+
+def test_fine_tuning_a_pretrained_model_beats_the_same_steps_from_random_init(dataset, tmp_path):
+    runs = {pretrained: graspcheck.train(dataset, epochs=3, img_size=64, pretrained=pretrained, seed=0, out=str(tmp_path / str(pretrained)))
+            for pretrained in (True, False)}
+    with_imagenet, from_scratch = runs[True].history[-1], runs[False].history[-1]
+    assert with_imagenet["val_loss"] < from_scratch["val_loss"]
+    assert with_imagenet["val_balanced_acc"] > from_scratch["val_balanced_acc"]
+
+
+def test_a_frozen_backbone_keeps_its_weights_and_statistics(dataset, tmp_path):
+    from graspcheck.models import create_model
+
+    result = graspcheck.train(dataset, epochs=1, img_size=64, freeze_backbone=True, lr=0.01, out=str(tmp_path / "run"))
+    trained = load_file(result.last)
+    start = create_model("efficientnet_lite0", pretrained=True).state_dict()
+    assert all(torch.equal(trained[k], start[k]) for k in start if not k.startswith("classifier."))
+    assert not torch.equal(trained["classifier.weight"], start["classifier.weight"])
+
+
+def test_warmup_rises_then_cosine_falls_to_zero():
+    from graspcheck.train import lr_factor
+
+    factor = lr_factor("cosine", total_steps=100, warmup_steps=10)
+    rising = [factor(step) for step in range(10)]
+    assert rising == sorted(rising) and rising[0] < 0.2 and factor(10) == 1.0
+    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0)
 
 
 def test_torchrun_trains_on_two_processes_and_only_rank_0_writes(trained, dataset, tmp_path):

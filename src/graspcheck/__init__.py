@@ -1,7 +1,7 @@
 """graspcheck: tell from a camera image whether a robot grasp succeeded.
 
     import graspcheck
-    result = graspcheck.train("data/", model="mobilenet_v3_small", epochs=10)
+    result = graspcheck.train("data/")  # ImageNet-pretrained EfficientNet-Lite0, fine-tuned
     model = graspcheck.load(result.best)
     model.predict(["frame.png"])
     graspcheck.evaluate(result.best, "data/test")
@@ -10,12 +10,13 @@
 """
 
 from .augment import augment_dataset
+from .config import TrainConfig
 from .console import GraspcheckError
 from .evaluate import Evaluation, evaluate
 from .extract import FrameShape, Sampling, extract
 from .models import create_model, list_models, register_model
 from .predict import GraspModel, Prediction, load
-from .train import TrainConfig, TrainResult, train
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 __all__ = [

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from .config import RECIPES, option_help
 from .console import GraspcheckError
 
 app = typer.Typer(
@@ -25,33 +26,38 @@ app = typer.Typer(
 @app.command("train")
 def train_command(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder: one sub-folder per class, optionally inside train/ val/ test/."),
-    recipe: str = typer.Option("default", help="default (mobilenet_v3_small at 96 px, chosen by measurement) or seed (the seed notebook's seednet at 224 px); the options below override it."),
-    model: Optional[str] = typer.Option(None, help="Architecture; see 'graspcheck models'. [recipe: mobilenet_v3_small; seed: seednet]"),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs. [recipe: 15; seed: 10]"),
-    batch_size: int = typer.Option(32, help="Images per SGD step."),
-    optimizer: str = typer.Option("sgd", help="sgd (the seed's) or adamw."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate. [recipe: 0.02; seed: 0.001]"),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    weight_decay: float = typer.Option(0.0, help="Weight decay."),
-    schedule: Optional[str] = typer.Option(None, help="Learning rate over the run: cosine or constant. [recipe: cosine; seed: constant]"),
-    img_size: Optional[int] = typer.Option(None, help="Square input size in pixels. [recipe: 96; seed: 224]"),
-    augment: Optional[str] = typer.Option(None, help="On-the-fly augmentation of training images: none, light or strong. [recipe: strong; seed: none]"),
-    balance: str = typer.Option("loss", help="Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none."),
-    val_fraction: float = typer.Option(0.15, help="Share of episodes held out for validation when no val/ folder pins it."),
-    test_fraction: float = typer.Option(0.15, help="Share of episodes held out for testing when there is neither --test nor a test/ folder."),
+    recipe: str = typer.Option("default", help=f"A named set of the options below ({', '.join(RECIPES)}); options given override it."),
+    model: Optional[str] = typer.Option(None, help=option_help("model", "Architecture; see 'graspcheck models' (or timm/NAME).")),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help=option_help("pretrained", "Start from the model's ImageNet weights.")),
+    freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone", help=option_help("freeze_backbone", "Train the classifier only (a linear probe: fastest).")),
+    epochs: Optional[int] = typer.Option(None, help=option_help("epochs", "Training epochs.")),
+    batch_size: Optional[int] = typer.Option(None, help=option_help("batch_size", "Images per optimizer step.")),
+    optimizer: Optional[str] = typer.Option(None, help=option_help("optimizer", "sgd or adamw.")),
+    lr: Optional[float] = typer.Option(None, help=option_help("lr", "Learning rate of the classifier (of the whole model when not pretrained).")),
+    backbone_lr: Optional[float] = typer.Option(None, help=option_help("backbone_lr", "Learning rate of a pretrained backbone.")),
+    momentum: Optional[float] = typer.Option(None, help=option_help("momentum", "SGD momentum.")),
+    weight_decay: Optional[float] = typer.Option(None, help=option_help("weight_decay", "Weight decay.")),
+    schedule: Optional[str] = typer.Option(None, help=option_help("schedule", "Learning rate over the run: cosine or constant.")),
+    warmup: Optional[float] = typer.Option(None, help=option_help("warmup", "Share of the steps with a linearly rising learning rate.")),
+    label_smoothing: Optional[float] = typer.Option(None, help=option_help("label_smoothing", "Label smoothing of the loss.")),
+    img_size: Optional[int] = typer.Option(None, help=option_help("img_size", "Square input size in pixels.")),
+    augment: Optional[str] = typer.Option(None, help=option_help("augment", "On-the-fly augmentation of training images: none, light or strong.")),
+    balance: Optional[str] = typer.Option(None, help=option_help("balance", "Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none.")),
+    val_fraction: Optional[float] = typer.Option(None, help=option_help("val_fraction", "Share of episodes held out for validation when no val/ folder pins it.")),
+    test_fraction: Optional[float] = typer.Option(None, help=option_help("test_fraction", "Share of episodes held out for testing when there is neither --test nor a test/ folder.")),
     test: Optional[Path] = typer.Option(None, help="Held-out test folder (class sub-folders)."),
-    test_every: int = typer.Option(2, help="Evaluate the test set every N epochs."),
-    save_every: int = typer.Option(2, help="Keep a checkpoint every N epochs."),
+    test_every: Optional[int] = typer.Option(None, help=option_help("test_every", "Evaluate the test set every N epochs.")),
+    save_every: Optional[int] = typer.Option(None, help=option_help("save_every", "Keep a checkpoint every N epochs.")),
     positive: Optional[str] = typer.Option(None, help="The class folder that means success, if its name does not tell."),
     weights: Optional[Path] = typer.Option(None, help="Start from a local weight file (.safetensors, .pt, .pth)."),
-    threshold: float = typer.Option(0.5, help="Decision threshold on the probability of success stored in checkpoints."),
-    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the batch order."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    fast: bool = typer.Option(True, help="Channels-last memory and bfloat16 autocast where supported; --no-fast for plain float32."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (a minute or two of compiling first; see README)."),
+    threshold: Optional[float] = typer.Option(None, help=option_help("threshold", "Decision threshold on the probability of success stored in checkpoints.")),
+    seed: Optional[int] = typer.Option(None, help=option_help("seed", "Seed of the split, the initial weights and the batch order.")),
+    device: Optional[str] = typer.Option(None, help=option_help("device", "auto, cpu or cuda.")),
+    fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help=option_help("fast", "Channels-last memory and bfloat16 autocast where supported.")),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=option_help("compile", "torch.compile the model for training (a minute or two of compiling first).")),
     workers: Optional[int] = typer.Option(None, help="Processes that augment the next batches while the model trains (0: in the training process). [default: half the cores with augmentation, 0 without]"),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN, a new one each run)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out (only one graspcheck wrote)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),
 ) -> None:
     """Train a classifier; the run folder gets config, split, metrics.csv, results.png and checkpoints.

@@ -27,88 +27,17 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointInfo, load_train_state, save_checkpoint, save_train_state
+from .config import TrainConfig
 from .console import GraspcheckError, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, read_split_csv, scan_dataset, split_by_episode,
                    training_batches, write_split_csv)
 from .distributed import cuda_device_of_this_process, join, leave
 from .evaluate import Evaluation
 from .files import atomic_replace, atomic_write, claim_folder, swap_into_place, write_marker
-from .models import create_model, list_models, load_pretrained
+from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
 from .report import plot_history
-from .transforms import AUGMENT_PRESETS, Preprocess
-
-BALANCE_MODES = ("loss", "sampler", "none")
-# A recipe is a set of settings that differ from TrainConfig's defaults (the "default" recipe).
-RECIPES: dict[str, dict] = {
-    "default": {},
-    # The seed notebook: its Net at 224x224, SGD at a constant 0.001, 10 epochs, no augmentation.
-    "seed": dict(model="seednet", img_size=224, epochs=10, lr=0.001, schedule="constant", augment="none"),
-}
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Every recipe choice. The defaults are graspcheck's default recipe, chosen by measurement on the
-    simulated dataset (benchmarks/README.md, "Time to accuracy"); recipe="seed" is the seed notebook's."""
-
-    data: str
-    recipe: str = "default"
-    model: str = "mobilenet_v3_small"
-    epochs: int = 15
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # decay the learning rate to zero over the run, per step; or constant
-    img_size: int = 96
-    augment: str = "strong"  # on-the-fly augmentation of training images: none, light or strong
-    balance: str = "loss"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15  # used only when there is no --test folder and no test/ split folder
-    test: str | None = None
-    test_every: int = 2
-    save_every: int = 2
-    positive: str | None = None
-    weights: str | None = None
-    threshold: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    fast: bool = True  # channels-last memory and mixed precision where the hardware supports it (SpeedOptions)
-    compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on the CPU)
-    workers: int | None = None  # processes that prepare the next batches; None: data.default_batch_workers
-    out: str | None = None
-
-    @classmethod
-    def from_recipe(cls, data: str, recipe: str = "default", **options) -> "TrainConfig":
-        """The recipe's settings, then the options given, which win."""
-        if recipe not in RECIPES:
-            raise GraspcheckError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise GraspcheckError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(data=data, recipe=recipe, **{**RECIPES[recipe], **options})
-
-    def validate(self) -> None:
-        if self.model not in list_models():
-            raise GraspcheckError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
-        for option, value, choices in (("augment", self.augment, AUGMENT_PRESETS), ("balance", self.balance, BALANCE_MODES), ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
-            if value not in choices:
-                raise GraspcheckError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
-        for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise GraspcheckError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.workers is not None and self.workers < 0:
-            raise GraspcheckError("--workers must be 0 (prepare batches in the training process) or more")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
-            raise GraspcheckError("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
-        if not 0 < self.threshold < 1:
-            raise GraspcheckError("--threshold must be between 0 and 1")
-
+from .transforms import Preprocess
 
 @dataclass
 class TrainResult:
@@ -237,11 +166,57 @@ def cores_left_by(workers: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the learning rate at each optimizer step."""
-    if schedule == "cosine":
-        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    return lambda step: 1.0
+def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """Multiplier of the learning rate at each optimizer step: a linear rise over warmup_steps (a new
+    classifier's first, large gradients would otherwise wreck the pretrained features), then the schedule."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(step - warmup_steps, total_steps - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def preprocess_for(config: TrainConfig) -> Preprocess:
+    """The input a new run's model is fed: its size, and the normalisation its pretrained weights expect."""
+    size = (config.img_size, config.img_size)
+    if not config.pretrained:
+        return Preprocess(size=size)
+    pretrained = pretrained_config(config.model)
+    return Preprocess(size=size, mean=pretrained.mean, std=pretrained.std, interpolation=pretrained.interpolation)
+
+
+def build_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over two parameter groups: the new classifier at lr, a pretrained backbone at backbone_lr
+    (smaller, so fine-tuning adapts its features instead of overwriting them) or not at all when frozen."""
+    head = head_parameters(network, config.model)
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in network.parameters() if id(p) not in head_ids]
+    backbone_lr = config.backbone_lr if config.pretrained and config.backbone_lr is not None else config.lr
+    groups = [{"params": head, "lr": config.lr}]
+    if config.freeze_backbone:
+        for parameter in backbone:
+            parameter.requires_grad_(False)
+    else:
+        groups.append({"params": backbone, "lr": backbone_lr})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_mode(network: nn.Module, config: TrainConfig) -> None:
+    """Training mode, except that a frozen backbone stays in evaluation mode: its BatchNorm layers keep the
+    pretrained statistics instead of drifting with the small batches of a grasp dataset."""
+    network.train()
+    if config.freeze_backbone:
+        head = getattr(network, model_entry(config.model).head)
+        for module in network.modules():
+            if module is not head and not any(module is m for m in head.modules()):
+                module.eval()
 
 
 def _batches_per_epoch(n: int, batch_size: int) -> int:
@@ -287,10 +262,15 @@ def _make_splits(config: TrainConfig) -> tuple[tuple[str, str], dict[str, list[S
     return class_names, {name: members for name, members in splits.items() if members}
 
 
+_OPTIONS_BEFORE_THEY_EXISTED = dict(pretrained=False, freeze_backbone=False, backbone_lr=None, warmup=0.0, label_smoothing=0.0)
+
+
 class _Run:
     """The state of one training run: data, model, optimizer and history, and the files of its folder."""
 
-    def __init__(self, config: TrainConfig, class_names: tuple[str, str], splits: dict[str, list[Sample]], run_dir: Path | None = None):
+    def __init__(self, config: TrainConfig, class_names: tuple[str, str], splits: dict[str, list[Sample]], run_dir: Path | None = None,
+                 preprocess: Preprocess | None = None):
+        """A new run, or (with run_dir and the run's own preprocess) one to resume, whose weights come from its state."""
         self.config = config
         self.run_dir = run_dir  # where files are written: final_dir, or the folder that will replace it
         self.final_dir = run_dir
@@ -300,7 +280,7 @@ class _Run:
         if self.group.size > 1 and self.device.type == "cuda":
             self.device = torch.device(cuda_device_of_this_process())
             torch.cuda.set_device(self.device)
-        self.preprocess = Preprocess(size=(config.img_size, config.img_size))
+        self.preprocess = preprocess or preprocess_for(config)
         self.images: dict[str, DecodedImages] = {}
         for name in ("train", "val", "test"):
             if name in splits:
@@ -313,8 +293,9 @@ class _Run:
             raise GraspcheckError("the training split lacks readable images of one class; add images of both classes")
 
         torch.manual_seed(config.seed)
-        self.network = create_model(config.model, 2, self.preprocess.size).to(self.device)
-        if config.weights:
+        resuming = run_dir is not None
+        self.network = create_model(config.model, 2, self.preprocess.size, pretrained=config.pretrained and not resuming).to(self.device)
+        if config.weights and not resuming:
             loaded, total = load_pretrained(self.network, config.weights)
             log(f"loaded {loaded}/{total} tensors from {config.weights}")
         self.speed = SpeedOptions.resolve(config.fast, self.device)
@@ -329,14 +310,11 @@ class _Run:
             self.trainer = nn.parallel.DistributedDataParallel(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if config.compile:
             self.trainer = torch.compile(self.trainer)
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = build_optimizer(self.network, config)
         steps = config.epochs * _batches_per_epoch(len(self.group.shard(torch.arange(len(train_labels)))), config.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config.schedule, steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config.schedule, steps, round(config.warmup * steps)))
         weight = class_weights(train_labels).to(self.device) if config.balance == "loss" else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight)
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
         self.history: list[dict] = []
         self.best_key: tuple[float, float] | None = None
 
@@ -365,7 +343,7 @@ class _Run:
         (run_dir / "weights").mkdir()
         write_marker(run_dir, RUN_KIND)
         with atomic_write(run_dir / "config.json") as f:
-            json.dump({**asdict(self.config), "class_names": list(self.class_names)}, f, indent=2)
+            json.dump({**asdict(self.config), "class_names": list(self.class_names), "preprocess": self.preprocess.to_dict()}, f, indent=2)
         write_split_csv(run_dir / "split.csv", splits, self.class_names)
         counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
         processes = f" ({self.group.size} processes, {self.config.batch_size} images a step each)" if self.group.size > 1 else ""
@@ -380,9 +358,12 @@ class _Run:
         if not state_path.is_file():
             raise GraspcheckError(f"{run_dir} has not finished an epoch yet (no train_state.pt); start it again instead")
         saved = json.loads(config_path.read_text())
+        # A run folder from before an option existed trained as if it were off.
+        saved = {**_OPTIONS_BEFORE_THEY_EXISTED, **saved}
         config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
         class_names = tuple(saved["class_names"])
-        run = cls(config, class_names, read_split_csv(run_dir / "split.csv", class_names), run_dir)
+        preprocess = Preprocess.from_dict(saved["preprocess"]) if "preprocess" in saved else Preprocess(size=(config.img_size, config.img_size))
+        run = cls(config, class_names, read_split_csv(run_dir / "split.csv", class_names), run_dir, preprocess)
         state = load_train_state(state_path)
         run.network.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -441,7 +422,7 @@ class _Run:
         labels = images.labels
         order = self.group.shard(epoch_order(labels, self.config.balance, epoch_seed))
         n = len(order)
-        self.trainer.train()
+        train_mode(self.network, self.config)
         total_loss, seen = 0.0, 0
         used, probabilities = [], []
         batches = [order[i : i + self.config.batch_size] for i in range(0, n, self.config.batch_size)]
@@ -479,9 +460,11 @@ class _Run:
         return Evaluation(self.class_names, images.samples, probabilities, self.config.threshold, len(images.skipped))
 
     def _loss_of(self, evaluation: Evaluation) -> float:
+        """The training loss (class weights, label smoothing) on evaluated images: two-class logits (0, log-odds)
+        give back the probabilities under softmax, so the loss needs no second forward pass."""
         p = evaluation.probabilities.clamp(1e-7, 1 - 1e-7)
-        y = evaluation.labels.float()
-        return float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
+        logits = torch.stack([torch.zeros_like(p), (p / (1 - p)).log()], dim=1).to(self.device)
+        return float(self.loss_fn(logits, evaluation.labels.to(self.device)))
 
     def _accuracies(self, split: str, evaluation: Evaluation) -> dict:
         return {f"{split}_acc_{name}": (c / t if t else None) for name, c, t in evaluation.per_class()}

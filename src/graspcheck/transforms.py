@@ -7,7 +7,7 @@ uint8 arrays; normalisation happens on whole batches, so a decoded image can be 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 # Modes that hold more than 8 bits per channel; Pillow's convert("RGB") would clip them instead of scaling.
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -22,24 +23,25 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an image becomes a model input: size (height, width) and per-channel normalisation."""
+    """How an image becomes a model input: size (height, width), resampling and per-channel normalisation."""
 
     size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    interpolation: str = "bilinear"
 
     def to_dict(self) -> dict:
-        return {k: list(v) for k, v in asdict(self).items()}
+        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
+        return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]), interpolation=d.get("interpolation", "bilinear"))
 
     def resize(self, image: Image.Image) -> np.ndarray:
         """An RGB PIL image -> uint8 array (H, W, 3) at the model's input size."""
         height, width = self.size
         if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            image = image.resize((width, height), INTERPOLATIONS.get(self.interpolation, Image.Resampling.BILINEAR))
         return np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
 
     def load(self, path: str | Path) -> np.ndarray:

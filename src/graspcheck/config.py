@@ -1,0 +1,107 @@
+"""Every training option with its one default, and the named recipes: the single source the API, the CLI
+(its options and help) and the README table are made from. Light to import: no torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .console import GraspcheckError
+
+BALANCE_MODES = ("loss", "sampler", "none")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")
+AUGMENT_CHOICES = ("none", "light", "strong")  # transforms.AUGMENT_PRESETS; kept here so the CLI need not import torch
+
+
+@dataclass
+class TrainConfig:
+    """Every recipe choice. The defaults are graspcheck's default recipe, chosen by measurement on the
+    simulated dataset (benchmarks/README.md, "Recipes"); recipe="seed" is the seed notebook's."""
+
+    data: str
+    recipe: str = "default"
+    model: str = "efficientnet_lite0"
+    pretrained: bool = True  # start from the registry's pretrained weights (ImageNet); False: random init
+    freeze_backbone: bool = False  # train the classifier only (a linear probe: fastest, less accurate)
+    epochs: int = 6
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 3e-3  # of the classifier, and of the whole network when it is not pretrained
+    backbone_lr: float | None = 3e-4  # of a pretrained backbone; None: lr
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # decay the learning rate to zero over the run, per step; or constant
+    warmup: float = 0.1  # share of the steps over which the learning rate rises linearly from zero
+    label_smoothing: float = 0.1
+    img_size: int = 160
+    augment: str = "light"  # on-the-fly augmentation of training images: none, light or strong
+    balance: str = "loss"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15  # used only when there is no --test folder and no test/ split folder
+    test: str | None = None
+    test_every: int = 2
+    save_every: int = 2
+    positive: str | None = None
+    weights: str | None = None
+    threshold: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    fast: bool = True  # channels-last memory and mixed precision where the hardware supports it (SpeedOptions)
+    compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on the CPU)
+    workers: int | None = None  # processes that prepare the next batches; None: data.default_batch_workers
+    out: str | None = None
+
+    @classmethod
+    def from_recipe(cls, data: str, recipe: str = "default", **options) -> "TrainConfig":
+        """The recipe's settings, then the options given, which win."""
+        if recipe not in RECIPES:
+            raise GraspcheckError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise GraspcheckError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(data=data, recipe=recipe, **{**RECIPES[recipe], **options})
+
+    def validate(self) -> None:
+        from .models import model_entry
+
+        entry = model_entry(self.model)
+        if (self.pretrained or self.freeze_backbone) and entry.pretrained is None:
+            raise GraspcheckError(f"{self.model} has no pretrained weights; pass --no-pretrained or choose a pretrained model")
+        if self.freeze_backbone and not self.pretrained:
+            raise GraspcheckError("--freeze-backbone needs --pretrained: a random backbone would stay random")
+        for option, value, choices in (("augment", self.augment, AUGMENT_CHOICES), ("balance", self.balance, BALANCE_MODES),
+                                       ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in choices:
+                raise GraspcheckError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise GraspcheckError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise GraspcheckError("--workers must be 0 (prepare batches in the training process) or more")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise GraspcheckError("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+        if not 0 < self.threshold < 1:
+            raise GraspcheckError("--threshold must be between 0 and 1")
+        if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
+            raise GraspcheckError("--warmup and --label-smoothing must be in [0, 1)")
+        if self.lr <= 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
+            raise GraspcheckError("--lr and --backbone-lr must be above 0")
+
+
+# A recipe is a set of settings that differ from TrainConfig's defaults (the "default" recipe).
+RECIPES: dict[str, dict] = {
+    "default": {},
+    # The previous default: MobileNetV3-small from random initialisation at 96 px; no download, no pretrained file.
+    "scratch": dict(model="mobilenet_v3_small", pretrained=False, epochs=15, optimizer="sgd", lr=0.02, backbone_lr=None,
+                    weight_decay=0.0, warmup=0.0, label_smoothing=0.0, img_size=96, augment="strong"),
+    # The seed notebook: its Net at 224x224, SGD at a constant 0.001, 10 epochs, no augmentation.
+    "seed": dict(model="seednet", pretrained=False, epochs=10, optimizer="sgd", lr=0.001, backbone_lr=None, weight_decay=0.0,
+                 schedule="constant", warmup=0.0, label_smoothing=0.0, img_size=224, augment="none"),
+}
+
+
+def option_help(name: str, text: str) -> str:
+    """CLI help for a training option: its text and its value in each recipe, from TrainConfig and RECIPES."""
+    default = {f.name: f.default for f in fields(TrainConfig)}[name]
+    values = [f"default: {default}"] + [f"{recipe}: {settings[name]}" for recipe, settings in RECIPES.items() if name in settings]
+    return f"{text} [{'; '.join(values)}]"
