@@ -73,6 +73,25 @@ def test_frames_are_rendered_at_the_requested_size():
     assert all(f.shape == (32, 40, 3) and f.std() > 5 for f in result.frames)  # a scene, not a blank image
 
 
+def test_a_reused_render_context_draws_the_same_frames_as_a_fresh_one():
+    # Episodes 0, 1, 3: checker, gradient and checker tables with different texture repeats and colours,
+    # other objects and distractors, so textures and the material table must be refreshed to match.
+    indices = (0, 1, 3)
+    reused = OffscreenRenderer(48, 40)
+    try:
+        frames = [run_episode(ADROIT, sample_params(0, i), reused, frames=2).frames for i in indices]
+        assert reused.contexts_made == 1
+    finally:
+        reused.close()
+    for i, got in zip(indices, frames):
+        fresh = OffscreenRenderer(48, 40)
+        try:
+            expected = run_episode(ADROIT, sample_params(0, i), fresh, frames=2).frames
+        finally:
+            fresh.close()
+        assert all((a == b).all() for a, b in zip(got, expected)), f"episode {i}"
+
+
 def test_simulated_data_splits_by_episode(simulated):
     scanned = graspcheck.data.scan_dataset(simulated)
     episodes = {s.episode for s in scanned.splits["all"]}

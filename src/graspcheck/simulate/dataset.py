@@ -9,8 +9,8 @@ import io
 import json
 import multiprocessing
 import multiprocessing.util
-import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..files import atomic_write, building_folder, listed_in_manifest
 from ..console import GraspcheckError, log, progress
+from ..data import available_cores
 from .hand import HANDS
 
 CLASS_NAMES = ("not_success", "success")
@@ -83,7 +84,7 @@ def simulate(
     with building_folder(out, overwrite, "simulated dataset", listed_in_manifest(out, METADATA_FILES)) as partial:
         for name in CLASS_NAMES:
             (partial / name).mkdir()
-        workers = max(1, workers or os.cpu_count() or 1)
+        workers = max(1, workers or available_cores())
         counts = {name: 0 for name in CLASS_NAMES}
         rows: list[dict] = []
         episodes = accepted = successes = 0
@@ -92,28 +93,34 @@ def simulate(
         context = multiprocessing.get_context("spawn")  # a fresh process per worker: no inherited GL or torch state
         try:
             with context.Pool(workers, initializer=_init_worker, initargs=(hand, seed, size, frames)) as pool:
-                batch = 4 * workers
+                # A window of episodes in flight, taken in index order: workers never wait for the slowest
+                # episode of a batch, and the episodes that count are the same for any number of workers.
+                pending: deque = deque()
+                submitted = 0
                 while min(counts.values()) < per_class:
                     if episodes > MAX_EPISODES_PER_IMAGE * 2 * per_class:
                         raise GraspcheckError(f"after {episodes} episodes the classes hold {counts}; the simulation cannot balance them")
-                    for index, success, fields, encoded in pool.map(_simulate_episode, range(episodes, episodes + batch)):
-                        episodes += 1
-                        successes += success
-                        label = CLASS_NAMES[int(success)]
-                        take = encoded[: per_class - counts[label]]
-                        if take:
-                            accepted += 1
-                            episode = f"ep{index:06d}"
-                            for k, png in enumerate(take):
-                                relative = f"{label}/{episode}_{k}.png"
-                                (partial / relative).write_bytes(png)
-                                rows.append({"path": relative, "label": label, "episode": episode, "frame": k, **fields})
-                            counts[label] += len(take)
-                            bar.update(len(take))
-                    bar.set_postfix(episodes=episodes, eps_per_s=f"{episodes / (time.perf_counter() - started):.2f}",
-                                    success_rate=f"{successes / episodes:.2f}")
-                pool.close()
-                pool.join()
+                    while len(pending) < 2 * workers:
+                        pending.append(pool.apply_async(_simulate_episode, (submitted,)))
+                        submitted += 1
+                    index, success, fields, encoded = pending.popleft().get()
+                    episodes += 1
+                    successes += success
+                    label = CLASS_NAMES[int(success)]
+                    take = encoded[: per_class - counts[label]]
+                    if take:
+                        accepted += 1
+                        episode = f"ep{index:06d}"
+                        for k, png in enumerate(take):
+                            relative = f"{label}/{episode}_{k}.png"
+                            (partial / relative).write_bytes(png)
+                            rows.append({"path": relative, "label": label, "episode": episode, "frame": k, **fields})
+                        counts[label] += len(take)
+                        bar.update(len(take))
+                        bar.set_postfix(episodes=episodes, eps_per_s=f"{episodes / (time.perf_counter() - started):.2f}",
+                                        success_rate=f"{successes / episodes:.2f}")
+                # The episodes still in flight are not needed: stop the workers rather than wait for them.
+                pool.terminate()
         finally:
             bar.close()
         summary = SimulationSummary(out, counts, episodes, accepted, successes / episodes, time.perf_counter() - started)

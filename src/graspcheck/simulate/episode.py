@@ -239,28 +239,104 @@ def _add_scene(spec: mujoco.MjSpec, params: EpisodeParams) -> None:
                        contype=_DISTRACTOR_BIT, conaffinity=_DISTRACTOR_BIT)
 
 
+# The hand's model file parsed and stripped once per process (stripping costs ~12 ms, more than compiling the
+# episode's model); each episode edits a copy, which compiles to the same model as a freshly stripped file.
+_stripped_specs: dict[str, mujoco.MjSpec] = {}
+
+
+def _stripped_spec(hand: Hand) -> mujoco.MjSpec:
+    if hand.name not in _stripped_specs:
+        spec = mujoco.MjSpec.from_file(str(hand.model_path()))
+        _strip_model(spec, hand)
+        _stripped_specs[hand.name] = spec
+    return _stripped_specs[hand.name].copy()
+
+
 def build_model(hand: Hand, params: EpisodeParams) -> mujoco.MjModel:
-    spec = mujoco.MjSpec.from_file(str(hand.model_path()))
-    _strip_model(spec, hand)
+    spec = _stripped_spec(hand)
     _mount_hand(spec, hand, params)
     _add_scene(spec, params)
     spec.option.timestep = TIMESTEP
     return spec.compile()
 
 
+def _render_assets(model: mujoco.MjModel) -> tuple[tuple, list[np.ndarray]] | None:
+    """What mjr_makeContext bakes into a render context and a later model cannot change: buffer and shadow
+    sizes, the quality of the built-in shapes, texture slots, plane grids and mesh geometry. None for models
+    whose context is never reused: height fields and skins are uploaded per model too, and an infinite plane's
+    grid depends on the model's extent (graspcheck's scenes have none of them)."""
+    planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
+    if model.nhfield or model.nskin or (model.geom_size[planes, :2] <= 0).any():
+        return None
+    vis = model.vis
+    scalars = (vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize,
+               vis.quality.numslices, vis.quality.numstacks, vis.quality.numquads, model.nmesh)
+    arrays = [model.tex_type, model.geom_size[planes], model.mesh_vertadr, model.mesh_vertnum, model.mesh_normaladr,
+              model.mesh_texcoordadr, model.mesh_faceadr, model.mesh_facenum, model.mesh_vert, model.mesh_normal,
+              model.mesh_texcoord, model.mesh_face, model.mesh_facenormal, model.mesh_facetexcoord]
+    return scalars, [a.copy() for a in arrays]
+
+
+def _same_assets(a: tuple[tuple, list[np.ndarray]] | None, b: tuple[tuple, list[np.ndarray]] | None) -> bool:
+    return (a is not None and b is not None and a[0] == b[0]
+            and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a[1], b[1])))
+
+
+def _refresh_context(model: mujoco.MjModel, context: mujoco.MjrContext) -> None:
+    """Give a context made for an earlier model with the same render assets this model's parts that do differ:
+    texture images, the material table (as mjr_makeContext's makeMaterial fills it; the renderer falls back to
+    it for geoms whose scene entry names no texture) and the extent-scaled shadow clip. Fog settings are GL
+    state fixed at creation; graspcheck never enables fog."""
+    context.shadowClip = model.stat.extent * model.vis.map.shadowclip
+    context.shadowScale = model.vis.map.shadowscale
+    context.lineWidth = model.vis.global_.linewidth
+    max_materials, roles = len(context.mat_texuniform), model.mat_texid.shape[1]
+    rgb = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
+    texid = np.full((max_materials, roles), -1, dtype=np.int32)
+    uniform = np.zeros(max_materials, dtype=np.int32)
+    repeat = np.zeros((max_materials, 2), dtype=np.float32)
+    skyboxes = np.flatnonzero(model.tex_type == mujoco.mjtTexture.mjTEXTURE_SKYBOX)
+    if skyboxes.size:
+        texid[max_materials - 1, rgb] = skyboxes[0]  # the skybox's slot, after all materials
+    textured = np.flatnonzero(model.mat_texid[:, rgb] >= 0)
+    texid[textured] = model.mat_texid[textured]
+    uniform[textured] = model.mat_texuniform[textured]
+    repeat[textured] = model.mat_texrepeat[textured]
+    context.mat_texid[:] = texid.ravel()
+    context.mat_texuniform[:] = uniform
+    context.mat_texrepeat[:] = repeat.ravel()
+    for texture in range(model.ntex):
+        mujoco.mjr_uploadTexture(model, context, texture)
+
+
 class OffscreenRenderer:
-    """One OpenGL context per process, reused for every episode's model."""
+    """One OpenGL context per process. The MuJoCo render context (meshes, built-in shapes, fonts, buffers;
+    ~0.05 s to make) is kept for the next model when that model has the same render assets, and only its
+    textures and material table are uploaded again: the frames are the same as with a fresh context."""
 
     def __init__(self, width: int, height: int):
         self.width, self.height = width, height
-        self._gl = mujoco.GLContext(max(width, 640), max(height, 480))
+        # Frames are drawn into MuJoCo's offscreen framebuffer, never into this context's own surface.
+        self._gl = mujoco.GLContext(width, height)
         self._gl.make_current()
-        self._context = None
-        self._scene = None
+        self._context: mujoco.MjrContext | None = None
+        self._assets: tuple[tuple, list[np.ndarray]] | None = None
+        self._scene: mujoco.MjvScene | None = None
+        self._model: mujoco.MjModel | None = None
+        self.contexts_made = 0  # how often the render context had to be made: once per process when reused
 
     def bind(self, model: mujoco.MjModel) -> None:
-        self.release_model()
-        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+        # The offscreen buffer only needs the frame's size. The hand's model file asks for 3024x1680 with 4x
+        # multisampling, which took 0.15 s to allocate per context and changes no pixel of the frame.
+        model.vis.global_.offwidth, model.vis.global_.offheight = self.width, self.height
+        assets = _render_assets(model)
+        if self._context is not None and _same_assets(assets, self._assets):
+            _refresh_context(model, self._context)
+        else:
+            self.release_context()
+            self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+            self.contexts_made += 1
+            self._assets = assets
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
         self._scene = mujoco.MjvScene(model, maxgeom=2000)
         self._model = model
@@ -278,14 +354,15 @@ class OffscreenRenderer:
         mujoco.mjr_readPixels(pixels, None, viewport, self._context)
         return np.flipud(pixels).copy()
 
-    def release_model(self) -> None:
+    def release_context(self) -> None:
         if self._context is not None:
             self._context.free()
             self._context = None
+            self._assets = None
 
     def close(self) -> None:
         # osmesa prints an error at exit unless its context is freed explicitly.
-        self.release_model()
+        self.release_context()
         self._gl.free()
 
 
@@ -316,13 +393,12 @@ class EpisodeResult:
         }
 
 
-def _hand_contacts(model: mujoco.MjModel, data: mujoco.MjData, object_geom: int, hand_geoms: set[int]) -> int:
-    count = 0
-    for contact in data.contact[: data.ncon]:
-        pair = {contact.geom1, contact.geom2}
-        if object_geom in pair and pair & hand_geoms:
-            count += 1
-    return count
+def _hand_contacts(data: mujoco.MjData, object_geom: int, is_hand: np.ndarray) -> int:
+    """Contacts between the object and a hand geom (is_hand: a flag per geom). Vectorised: this runs after
+    every step until the hand first touches the object, and a Python loop over the contacts cost about as
+    much as the physics step."""
+    geoms = data.contact.geom  # (ncon, 2)
+    return int(((geoms == object_geom) & is_hand[geoms[:, ::-1]]).any(axis=1).sum())
 
 
 def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer | None, frames: int) -> EpisodeResult:
@@ -333,15 +409,14 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     actuator = {model.actuator(i).name: i for i in range(model.nu)}
     object_geom = model.geom("object").id
     base_id = model.body(hand.base_body).id
-    hand_geoms = {g for g in range(model.ngeom) if _is_descendant(model, model.geom_bodyid[g], base_id)}
+    is_hand = np.array([_is_descendant(model, model.geom_bodyid[g], base_id) for g in range(model.ngeom)])
     site_to_mocap = data.site(hand.grasp_site).xpos - data.mocap_pos[0]
     touched = False
 
     def step(n: int = 1) -> None:
         nonlocal touched
-        for _ in range(n):
-            mujoco.mj_step(model, data)
-        touched = touched or _hand_contacts(model, data, object_geom, hand_geoms) > 0
+        mujoco.mj_step(model, data, nstep=n)
+        touched = touched or _hand_contacts(data, object_geom, is_hand) > 0
 
     def move_site(target: np.ndarray, seconds: float, on_step=None) -> None:
         start, goal = data.mocap_pos[0].copy(), np.asarray(target) - site_to_mocap
@@ -389,15 +464,13 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     for _ in range(after_lift - clock["step"] + 1):
         step()
         after_step()
-    if renderer is not None:
-        renderer.release_model()
     final_lift = float(data.body("object").xpos[2] - rest[2])
     return EpisodeResult(
         params=params,
         success=final_lift > HELD_MIN_LIFT,
         final_lift=final_lift,
         max_lift=clock["max_lift"],
-        hand_contacts=_hand_contacts(model, data, object_geom, hand_geoms),
+        hand_contacts=_hand_contacts(data, object_geom, is_hand),
         touched=touched,
         frames=images,
     )
