@@ -41,7 +41,7 @@ def images_per_second(name: str, size: int, fast: bool, steps: int, batch_size: 
     from torch import nn
 
     from graspcheck.models import create_model
-    from graspcheck.train import SpeedOptions, train_step
+    from graspcheck.training import SpeedOptions, train_step
 
     speed = SpeedOptions.resolve(fast, torch.device("cpu"))
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def main() -> None:
 
     import torch
 
-    from graspcheck.train import SpeedOptions, bfloat16_supported
+    from graspcheck.training import SpeedOptions, bfloat16_supported
 
     print(f"bfloat16 supported here: {bfloat16_supported(torch.device('cpu'))}; speed options: {SpeedOptions.resolve(True, torch.device('cpu'))}")
     if args.allocators:

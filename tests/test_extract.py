@@ -7,7 +7,7 @@ from PIL import Image
 
 import graspcheck
 from graspcheck.data import scan_dataset, split_by_episode
-from graspcheck.extract import FrameShape, Sampling, extract
+from graspcheck.extraction import FrameShape, Sampling, extract
 from test_predict_evaluate import run_cli
 
 FPS = 10

@@ -13,7 +13,7 @@ from PIL import Image
 import graspcheck
 from graspcheck.checkpoint import CheckpointInfo
 from graspcheck.data import Sample
-from graspcheck.evaluate import Evaluation
+from graspcheck.evaluation import Evaluation
 from graspcheck.metrics import bootstrap_intervals
 from graspcheck.predict import GraspModel
 from graspcheck.transforms import Preprocess

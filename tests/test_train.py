@@ -134,7 +134,7 @@ def test_default_run_folders_are_new_each_time(dataset):
 
 
 def test_sampler_draws_each_class_equally_often_from_imbalanced_labels():
-    from graspcheck.train import epoch_order
+    from graspcheck.training import epoch_order
 
     labels = torch.tensor([0] * 900 + [1] * 100)
     drawn = labels[epoch_order(labels, "sampler", seed=0)]
@@ -144,7 +144,7 @@ def test_sampler_draws_each_class_equally_often_from_imbalanced_labels():
 
 
 def test_loss_weights_equalise_the_classes():
-    from graspcheck.train import class_weights
+    from graspcheck.training import class_weights
 
     weights = class_weights(torch.tensor([0] * 30 + [1] * 10))
     assert torch.allclose(weights, torch.tensor([40 / 60, 40 / 20]))
@@ -308,7 +308,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_statistics(dataset, tmp_path):
 
 
 def test_warmup_rises_then_cosine_falls_to_zero():
-    from graspcheck.train import lr_factor
+    from graspcheck.training import lr_factor
 
     factor = lr_factor("cosine", total_steps=100, warmup_steps=10)
     rising = [factor(step) for step in range(10)]
@@ -345,7 +345,7 @@ def test_compiled_training_learns_and_saves_plain_checkpoints(dataset, tmp_path)
 def test_float16_mixed_precision_scales_the_loss_and_learns():
     # GPUs without bfloat16 (T4, V100) train in float16 with a loss scaler; the same code path runs here on the CPU.
     from graspcheck.models import create_model
-    from graspcheck.train import SpeedOptions, train_step
+    from graspcheck.training import SpeedOptions, train_step
 
     torch.manual_seed(0)
     speed = SpeedOptions(channels_last=True, autocast=torch.float16)

@@ -65,7 +65,7 @@ def train_command(
     On several processes or machines: torchrun --nproc_per_node N -m graspcheck train DATA ... (--batch-size is per process)."""
     given = {k: v for k, v in locals().items() if v is not None}  # first: the parameters, nothing else yet
     from .distributed import is_main_process
-    from .train import train
+    from .training import train
 
     if resume is not None:
         result = train(resume=resume)
@@ -89,8 +89,8 @@ def evaluate_command(
     """Per-class accuracy, balanced accuracy, precision/recall/F1 of success, confusion matrix and every wrongly
     classified image; 95% confidence intervals from a bootstrap over episodes (frames of one attempt are not
     independent evidence)."""
-    from .evaluate import evaluate
-    from .train import new_run_dir
+    from .evaluation import evaluate
+    from .training import new_run_dir
 
     evaluation = evaluate(checkpoint, data, split=split, threshold=threshold, device=device)
     folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
@@ -167,7 +167,7 @@ def extract_command(
 ) -> None:
     """Frames of grasp videos into a dataset folder; each video is one episode in manifest.csv. Re-running
     adds nothing twice and overwrites nothing. An unreadable video is reported and the others go on."""
-    from .extract import FrameShape, Sampling, extract, parse_size
+    from .extraction import FrameShape, Sampling, extract, parse_size
 
     sampling = Sampling(every=every if every or fps or count else 1, fps=fps, count=count, start=start, end=end)
     summary = extract(videos, out, label, video_list, sampling, FrameShape(crop, parse_size(size)), dedupe)
@@ -216,16 +216,17 @@ def simulate_command(
 
 @app.command("demo")
 def demo_command(
-    per_class: int = typer.Option(1000, help="Simulated training images per class."),
-    test_per_class: int = typer.Option(100, help="Simulated held-out test images per class."),
-    epochs: Optional[int] = typer.Option(None, help="Override the demo's number of epochs."),
+    per_class: int = typer.Option(1000, help="Simulated training images per class (2 frames of each grasp attempt)."),
+    test_per_class: int = typer.Option(250, help="Simulated held-out test images per class (1 frame of each attempt)."),
+    epochs: Optional[int] = typer.Option(None, help="Override the default recipe's number of epochs."),
+    img_size: Optional[int] = typer.Option(None, help="Override the default recipe's input size."),
     workers: Optional[int] = typer.Option(None, help="Simulation processes (default: one per CPU core)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN)."),
 ) -> None:
-    """Simulate the built-in dataset (cached), train the default model, test every 2 epochs, evaluate."""
+    """Simulate the built-in dataset (cached), fine-tune the default pretrained model, test every 2 epochs, evaluate."""
     from .demo import demo
 
-    training = {"epochs": epochs} if epochs else {}
+    training = {k: v for k, v in (("epochs", epochs), ("img_size", img_size)) if v is not None}
     result, evaluation = demo(per_class, test_per_class, workers, str(out) if out else None, **training)
     typer.echo(f"Held-out simulated test set, best checkpoint ({result.best}):")
     typer.echo(evaluation.report())

@@ -62,11 +62,16 @@ class TrainConfig:
         return cls(data=data, recipe=recipe, **{**RECIPES[recipe], **options})
 
     def validate(self) -> None:
+        """Refuse impossible settings with one line each; a model without pretrained weights (seednet) trains
+        from random initialisation, said in one line, as with Ultralytics' pretrained=True."""
+        from .console import log
         from .models import model_entry
 
-        entry = model_entry(self.model)
-        if (self.pretrained or self.freeze_backbone) and entry.pretrained is None:
-            raise GraspcheckError(f"{self.model} has no pretrained weights; pass --no-pretrained or choose a pretrained model")
+        if self.pretrained and model_entry(self.model).pretrained is None:
+            if self.freeze_backbone:
+                raise GraspcheckError(f"{self.model} has no pretrained weights to freeze; choose a pretrained model or drop --freeze-backbone")
+            log(f"{self.model} has no pretrained weights; training it from random initialisation")
+            self.pretrained = False
         if self.freeze_backbone and not self.pretrained:
             raise GraspcheckError("--freeze-backbone needs --pretrained: a random backbone would stay random")
         for option, value, choices in (("augment", self.augment, AUGMENT_CHOICES), ("balance", self.balance, BALANCE_MODES),

@@ -32,7 +32,7 @@ from .console import GraspcheckError, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, read_split_csv, scan_dataset, split_by_episode,
                    training_batches, write_split_csv)
 from .distributed import cuda_device_of_this_process, join, leave
-from .evaluate import Evaluation
+from .evaluation import Evaluation
 from .files import atomic_replace, atomic_write, claim_folder, swap_into_place, write_marker
 from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
