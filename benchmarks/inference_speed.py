@@ -1,8 +1,9 @@
 """Inference speed and memory, end to end through graspcheck's prediction API (decode the PNG, resize,
 normalise, run the network), side by side in one run:
 
-- seednet (224 px) in PyTorch, the default model (mobilenet_v3_small, 96 px) in PyTorch, and the default
-  model exported to ONNX and run by ONNX Runtime, in float32 and dynamically quantised to int8;
+- seednet (224 px) in PyTorch; the default model (efficientnet_lite0 at the default recipe's size) in PyTorch,
+  and exported to ONNX and run by ONNX Runtime, in float32 and dynamically quantised to int8; the same at
+  other sizes, and the scratch recipe's mobilenet_v3_small at 96 px;
 - batch-1 latency of one 224x224 PNG file (median and p99 over --repeats calls of model.predict(path));
 - batch-1 latency of a camera-sized frame handed over in memory, as a robot loop would: a 480x640 RGB
   uint8 array (median over --repeats calls of model.predict(array));
@@ -30,12 +31,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from graspcheck.config import TrainConfig  # light: no torch
+
+DEFAULT = TrainConfig.from_recipe("data")
+SCRATCH = TrainConfig.from_recipe("data", recipe="scratch")
 CASES = {
     "seednet torch": ("seednet", 224, None),
-    "default torch": ("mobilenet_v3_small", 96, None),
-    "default onnx fp32": ("mobilenet_v3_small", 96, "fp32"),
-    "default onnx int8": ("mobilenet_v3_small", 96, "int8"),
-    "128px onnx fp32": ("mobilenet_v3_small", 128, "fp32"),  # the default model at 128 px, the default until session 3
+    "default torch": (DEFAULT.model, DEFAULT.img_size, None),
+    "default onnx fp32": (DEFAULT.model, DEFAULT.img_size, "fp32"),
+    "default onnx int8": (DEFAULT.model, DEFAULT.img_size, "int8"),
+    "default-160px onnx fp32": (DEFAULT.model, 160, "fp32"),
+    "default-224px onnx fp32": (DEFAULT.model, 224, "fp32"),
+    "scratch onnx fp32": (SCRATCH.model, SCRATCH.img_size, "fp32"),
 }
 
 

@@ -1,7 +1,7 @@
 """Simulation speed: where one episode's time goes, each stage before and after the per-process caches,
 side by side in one run, then whole datasets with 1 worker and with all cores.
 
-"Before" redoes per episode what the simulator did until session 5 (parse and strip the hand's model file,
+"Before" redoes per episode what the simulator did before it kept one render context per worker (parse and strip the hand's model file,
 make a render context with the model file's 3024x1680 offscreen buffer, count hand contacts in a Python loop);
 "after" is the simulator as it is (a stripped copy, the render context reused with its textures re-uploaded,
 a frame-sized offscreen buffer, contacts counted with numpy). Both draw the same frames.

@@ -109,4 +109,4 @@ def option_help(name: str, text: str) -> str:
     """CLI help for a training option: its text and its value in each recipe, from TrainConfig and RECIPES."""
     default = {f.name: f.default for f in fields(TrainConfig)}[name]
     values = [f"default: {default}"] + [f"{recipe}: {settings[name]}" for recipe, settings in RECIPES.items() if name in settings]
-    return f"{text} [{'; '.join(values)}]"
+    return f"{text} ({'; '.join(values)})"
