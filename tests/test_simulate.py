@@ -63,6 +63,12 @@ def test_held_objects_are_in_the_hand_and_dropped_ones_on_the_table():
     assert dropped.final_lift < 0.02 and dropped.hand_contacts == 0
 
 
+def test_frames_show_the_outcome_the_last_at_the_end_of_the_attempt():
+    result = run_episode(ADROIT, sample_params(0, 0), None, frames=2)
+    assert len(result.frame_lifts) == 2
+    assert result.frame_lifts[-1] == result.final_lift  # the label's moment is the last frame's
+
+
 def test_frames_are_rendered_at_the_requested_size():
     renderer = OffscreenRenderer(40, 32)
     try:

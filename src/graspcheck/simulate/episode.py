@@ -375,6 +375,7 @@ class EpisodeResult:
     hand_contacts: int  # hand-object contacts at the end
     touched: bool  # whether the hand touched the object at all
     frames: list[np.ndarray]
+    frame_lifts: list[float]  # the object's lift at each frame's moment, metres
 
     def manifest_fields(self) -> dict:
         p = self.params
@@ -443,16 +444,23 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     lifted = grasp + [0, 0, params.lift_height]
     move_site(lifted, LIFT_S)
 
-    # Frames are spread over the shake and hold after the lift, like frames cut from a video.
+    # Frames are spread evenly over the hold after the shake, the last at the very end: a frame must show the
+    # outcome. One taken during the shake can show an object still in the hand that falls a moment later, an
+    # image that no classifier can call not_success.
     after_lift = int((SHAKE_S + HOLD_S) / TIMESTEP)
-    capture = {int(round(t)) for t in np.linspace(0, after_lift, frames)} if frames else set()
+    shake, hold = int(SHAKE_S / TIMESTEP), after_lift - int(SHAKE_S / TIMESTEP)
+    capture = {shake + int(round(hold * (k + 1) / frames)) for k in range(frames)}
     images: list[np.ndarray] = []
+    frame_lifts: list[float] = []
     clock = {"step": 0, "max_lift": 0.0}
 
     def after_step() -> None:
-        clock["max_lift"] = max(clock["max_lift"], float(data.body("object").xpos[2] - rest[2]))
-        if clock["step"] in capture and renderer is not None:
-            images.append(renderer.render(data, params.camera))
+        lift = float(data.body("object").xpos[2] - rest[2])
+        clock["max_lift"] = max(clock["max_lift"], lift)
+        if clock["step"] in capture:
+            frame_lifts.append(lift)
+            if renderer is not None:
+                images.append(renderer.render(data, params.camera))
         clock["step"] += 1
 
     if renderer is not None:
@@ -473,6 +481,7 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
         hand_contacts=_hand_contacts(data, object_geom, is_hand),
         touched=touched,
         frames=images,
+        frame_lifts=frame_lifts,
     )
 
 
