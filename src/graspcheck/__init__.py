@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
+    "Client": "client",
     "Evaluation": "evaluation",
     "FrameShape": "extraction",
     "GraspModel": "predict",

@@ -242,6 +242,84 @@ def models_command() -> None:
         typer.echo(name)
 
 
+@app.command("serve")
+def serve_command(
+    model: Path = typer.Argument(..., help="A .safetensors checkpoint, a run folder (its best checkpoint) or an exported .onnx file."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --api-key or --insecure."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, envvar="GRASPCHECK_API_KEY", help="Require this key ('Authorization: Bearer KEY' or 'X-API-Key: KEY') on every endpoint but /health."),
+    insecure: bool = typer.Option(False, "--insecure", help="Listen beyond loopback without an API key (a network you trust)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Export a checkpoint to ONNX at start and run it with ONNX Runtime (an .onnx file always is)."),
+    max_body_mb: float = typer.Option(10.0, min=0.001, help="Largest request body (and /stream frame), MB."),
+    max_image_megapixels: float = typer.Option(50.0, min=0.001, help="Largest image, read from its header before decoding."),
+    max_batch: int = typer.Option(32, min=1, help="Most images in one /predict/batch request."),
+    max_concurrent: int = typer.Option(0, min=0, help="Inferences at once; more requests wait (0: one per core)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs time per request)."),
+) -> None:
+    """Serve verdicts over HTTP (POST /predict, /predict/batch; GET /info, /health) and a WebSocket (/stream)
+    until Ctrl-C; OpenAPI docs at /docs. See docs/serve.md."""
+    from .serve import Limits, serve
+
+    limits = Limits(round(max_body_mb * 1e6), round(max_image_megapixels * 1e6), max_batch, max_concurrent)
+    serve(model, host, port, api_key, insecure, onnx, limits, device, access_log)
+
+
+@app.command("watch")
+def watch_command(
+    model: Path = typer.Argument(..., help="A .safetensors checkpoint, a run folder (its best checkpoint) or an exported .onnx file."),
+    source: str = typer.Argument(..., help="A video file, a camera index (0), an RTSP/HTTP stream URL, or a folder being filled with frames."),
+    smooth: int = typer.Option(5, min=1, max=10000, help="Frames the smoothed decision looks back over."),
+    rule: str = typer.Option("majority", help="majority: success when more than half of the last N verdicts are; mean: when their mean "
+                             "probability reaches the threshold; consecutive: only after N successes in a row."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Override the checkpoint's decision threshold."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write every row to this CSV file."),
+    idle_exit: Optional[float] = typer.Option(None, min=0.0, help="End after this many seconds without a new frame (folder or live source; default: run until Ctrl-C)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """A verdict per frame as frames arrive: frame, source, label, p(success), the smoothed decision and frames
+    per second; Ctrl-C ends with a summary (on stderr)."""
+    import time
+    from collections import Counter
+
+    from .predict import load
+    from .watch import check_smoothing, print_row, watch
+
+    check_smoothing(smooth, rule)
+    grasp_model = load(model, device)
+    try:
+        out = open(csv_file, "w", newline="", buffering=1) if csv_file else None  # a row per line: `tail -f` follows it
+    except OSError as error:
+        raise GraspcheckError(f"cannot write --csv {csv_file}: {error.strerror}") from None
+    counts: Counter = Counter()
+    last = None
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        writer = csv.writer(out) if out else None
+        if writer:
+            writer.writerow(["frame", "source", "label", "success_probability", "smoothed", "fps"])
+        try:
+            for verdict in watch(grasp_model, source, smooth, rule, threshold, idle_exit):
+                print_row(verdict)
+                if writer:
+                    writer.writerow([verdict.frame, verdict.source, verdict.label, f"{verdict.success_probability:.6f}",
+                                     verdict.smoothed, f"{verdict.fps:.2f}"])
+                counts[verdict.label] += 1
+                last = verdict
+        except KeyboardInterrupt:
+            interrupted = True
+    finally:
+        if out:
+            out.close()
+    frames = sum(counts.values())
+    elapsed = time.perf_counter() - start
+    summary = f"{frames} frames: " + ", ".join(f"{name} {counts[name]}" for name in grasp_model.class_names)
+    if last is not None:
+        summary += f"; last smoothed decision: {last.smoothed}; {frames / elapsed:.1f} frames/s"
+    typer.echo(summary + ("  (stopped by Ctrl-C)" if interrupted else ""), err=True)
+
+
 # Commands whose big tensors are allocated and freed over and over: training, and the demo that trains.
 _TRAINING_COMMANDS = {"train", "demo"}
 _TRANSPARENT_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
