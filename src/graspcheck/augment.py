@@ -11,17 +11,17 @@ import csv
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .files import atomic_write, building_folder, listed_in_manifest
-from .console import GraspcheckError, log, progress
+from .files import atomic_write, building_folder, listed_in_manifest, writing
+from .console import GraspcheckError, describe_error, log, progress
 from .data import Sample, decode_threads, scan_dataset
-from .transforms import AUGMENT_RANGES, apply_augmentation, sample_augmentation, to_rgb
+from .transforms import AUGMENT_RANGES, apply_augmentation, check_pixel_limit, sample_augmentation, to_rgb
 
 MANIFEST_COLUMNS = ["path", "label", "episode", "parent", "augmentation"]
 METADATA_FILES = ("manifest.csv", "augment.json", "preview.png")
@@ -34,6 +34,7 @@ class AugmentSummary:
     originals: dict[str, int]
     generated: dict[str, int]
     preview: Path | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable images of DATA, with the reason
 
 
 def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, preset: str = "strong", seed: int = 0,
@@ -55,10 +56,14 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
         raise GraspcheckError("--out must be a new folder outside DATA; DATA is only read")
     rows: list[dict] = []
     summary = AugmentSummary(out, {}, {})
+    readable = _readable(scanned.splits["all"], summary.skipped)
+    for label, name in enumerate(scanned.class_names):
+        if not any(s.label == label for s in readable):
+            raise GraspcheckError(f"no readable image of class {name} in {data} (the unreadable ones are listed above)")
     preview_pairs: list[tuple[Path, list[Path]]] = []
     with building_folder(out, overwrite, "balanced dataset", listed_in_manifest(out, METADATA_FILES)) as partial:
         for label, name in enumerate(scanned.class_names):
-            originals = sorted((s for s in scanned.splits["all"] if s.label == label), key=lambda s: str(s.path))
+            originals = sorted((s for s in readable if s.label == label), key=lambda s: str(s.path))
             copies = _copy_originals(originals, scanned.root, partial, name, rows)
             jobs = _plan_copies(originals, per_class, seed, label)
             episodes = [s.episode for s in originals]
@@ -77,8 +82,33 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
         if preview:
             write_preview(preview_pairs, partial / "preview.png")
     summary.preview = out / "preview.png" if preview else None
-    log(", ".join(f"{name}: {summary.originals[name]} + {summary.generated[name]} generated" for name in scanned.class_names) + f" -> {out}")
+    log(", ".join(f"{name}: {summary.originals[name]} + {summary.generated[name]} generated" for name in scanned.class_names) + f" -> {out}"
+        + (f"; {len(summary.skipped)} unreadable image(s) skipped" if summary.skipped else ""))
     return summary
+
+
+def _readable(samples: list[Sample], skipped: list[tuple[Path, str]]) -> list[Sample]:
+    """The samples whose image decodes; each unreadable one is named with the reason and added to skipped,
+    as train does, so one bad file neither stops the run nor is copied into the new dataset."""
+
+    def problem(sample: Sample) -> str | None:
+        try:
+            with Image.open(sample.path) as image:
+                check_pixel_limit(image)
+                image.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            return describe_error(error)
+        return None
+
+    kept = []
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
+        for sample, reason in zip(samples, pool.map(problem, samples)):
+            if reason is None:
+                kept.append(sample)
+            else:
+                log(f"skipped unreadable image {sample.path}: {reason}")
+                skipped.append((sample.path, reason))
+    return kept
 
 
 def _copy_originals(originals: list[Sample], root: Path, partial: Path, name: str, rows: list[dict]) -> list[Path]:
@@ -86,8 +116,9 @@ def _copy_originals(originals: list[Sample], root: Path, partial: Path, name: st
     copies = []
     for sample in originals:
         relative = Path(name) / _below_class_folder(sample.path, root)
-        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(sample.path, partial / relative)
+        with writing(partial / relative):
+            (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(sample.path, partial / relative)
         rows.append({"path": relative.as_posix(), "label": name, "episode": sample.episode, "parent": "", "augmentation": ""})
         copies.append(relative)
     return copies
@@ -116,7 +147,8 @@ def _generate(jobs: list[tuple[int, int]], copies: list[Path], episodes: list[st
             pixels = torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)
         changed = apply_augmentation(pixels, params).permute(1, 2, 0).numpy()
         relative = parent.with_name(f"{parent.stem}.aug{k:05d}.png")
-        Image.fromarray(changed).save(partial / relative)
+        with writing(partial / relative):
+            Image.fromarray(changed).save(partial / relative)
         return relative, params
 
     made = []
@@ -158,4 +190,5 @@ def write_preview(pairs: list[tuple[Path, list[Path]]], path: Path) -> None:
         log("no image was generated (every class already has --per-class images); no preview written")
         return
     grid = make_grid(tiles, nrow=columns, padding=4, pad_value=255)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    with writing(path):
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)

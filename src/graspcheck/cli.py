@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import platform
@@ -13,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from .config import RECIPES, option_help
-from .console import GraspcheckError
+from .console import INTERRUPTED, GraspcheckError
 
 app = typer.Typer(
     help="Tell from a camera image whether a robot grasp succeeded.",
@@ -21,6 +22,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def in_range(low: float, high: float | None = None):
+    """An option callback that refuses a value outside [low, high] with the whole allowed range in the message."""
+    allowed = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+
+    def check(value: Optional[float]) -> Optional[float]:
+        if value is not None and (value < low or (high is not None and value > high)):
+            raise typer.BadParameter(f"must be {allowed}, got {value:g}")
+        return value
+
+    return check
 
 
 @app.command("train")
@@ -82,7 +95,7 @@ def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
     data: Path = typer.Argument(..., help="Class-folder dataset, a dataset with train/val/test folders, or a run's split.csv."),
     split: Optional[str] = typer.Option(None, help="Which split of a split dataset or split.csv (default: test)."),
-    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's decision threshold."),
+    threshold: Optional[float] = typer.Option(None, callback=in_range(0, 1), help="Override the checkpoint's decision threshold."),
     out: Optional[Path] = typer.Option(None, help="Folder for predictions.csv, mistakes.csv, metrics.json, mistakes.png (default: runs/evaluate/expN)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
@@ -90,11 +103,19 @@ def evaluate_command(
     classified image; 95% confidence intervals from a bootstrap over episodes (frames of one attempt are not
     independent evidence)."""
     from .evaluation import evaluate
+    from .files import discard_folder
     from .training import new_run_dir
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise GraspcheckError(f"--out {out} is a file, not a folder; choose another folder")
     evaluation = evaluate(checkpoint, data, split=split, threshold=threshold, device=device)
+    created = out is None or not out.exists()
     folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
-    evaluation.write(folder)
+    try:
+        evaluation.write(folder)
+    except BaseException:
+        discard_folder(folder, created)
+        raise
     typer.echo(evaluation.report())
     typer.echo(f"written to {folder}")
 
@@ -105,8 +126,8 @@ def predict_command(
     paths: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of lines."),
-    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's decision threshold."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    threshold: Optional[float] = typer.Option(None, callback=in_range(0, 1), help="Override the checkpoint's decision threshold."),
+    batch_size: int = typer.Option(64, callback=in_range(1), help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """One verdict per image: path, label, probability of success; a count per label at the end (on stderr).
@@ -129,6 +150,7 @@ def predict_command(
         elif not as_json:
             typer.echo(f"{p.source}\t{p.label}\t{p.success_probability:.4f}")
     if as_json:
+        # ensure_ascii writes such a name's bytes as \udcXX escapes, which json.loads and os.fsencode turn back into the name.
         typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     counts = {name: sum(p.label == name for p in predictions) for name in model.class_names}
     summary = "  ".join(f"{name}: {n}" for name, n in counts.items()) + f"  (of {len(predictions)} images"
@@ -180,7 +202,7 @@ def extract_command(
 def augment_command(
     data: Path = typer.Argument(..., help="Dataset folder with one sub-folder per class (a training set; it is only read)."),
     out: Path = typer.Option(..., help="New folder for the balanced dataset."),
-    per_class: int = typer.Option(1000, help="Images each class should have: originals plus generated copies."),
+    per_class: int = typer.Option(1000, callback=in_range(1), help="Images each class should have: originals plus generated copies."),
     preset: str = typer.Option("strong", help="Augmentation strength: light or strong (the same as train --augment)."),
     seed: int = typer.Option(0, help="Same data, options and seed: the same images."),
     preview: bool = typer.Option(False, help="Also write OUT/preview.png: originals beside their augmented copies."),
@@ -194,6 +216,8 @@ def augment_command(
     summary = augment_dataset(data, out, per_class, preset, seed, preview, positive, overwrite)
     for name in summary.originals:
         typer.echo(f"{name}: {summary.originals[name]} originals + {summary.generated[name]} generated")
+    if summary.skipped:
+        typer.echo(f"skipped {len(summary.skipped)} unreadable image(s), listed above")
     typer.echo(f"written to {summary.out}" + (f"; preview {summary.preview}" if summary.preview else ""))
 
 
@@ -355,13 +379,53 @@ def _restart_with_huge_pages() -> None:
         os.execve(sys.executable, [sys.executable, "-m", "graspcheck", *sys.argv[1:]], environ)
 
 
+@app.callback()
+def options_of_every_command(
+    max_megapixels: Optional[float] = typer.Option(None, callback=in_range(0.001), help="Refuse to decode an image above this many megapixels: its memory, not its file size, is what counts. [default: 50]"),
+) -> None:
+    if max_megapixels is not None:  # only then: transforms imports torch, which a usage error should not wait for
+        from .transforms import set_max_pixels
+
+        set_max_pixels(round(max_megapixels * 1_000_000))
+
+
 def main() -> None:
+    """Run the CLI: a GraspcheckError or a usage error ends with one line `error: ...` and exit status 2, Ctrl-C
+    with the resume hint and 130, never a traceback."""
     _restart_with_huge_pages()
+    # A file name that is not valid UTF-8 (os.fsdecode keeps its odd bytes as surrogates) is printed as its own
+    # bytes, so that what is printed names the file; the default would print a replacement character.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
-        app()
+        # Not standalone: click would print usage errors on several lines and swallow Ctrl-C as a bare exit 130.
+        status = app(standalone_mode=False)
     except GraspcheckError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; a training run can continue with: graspcheck train --resume RUN_FOLDER", err=True)
-        sys.exit(130)
+        _fail(str(error))
+    except typer.TyperException as error:  # usage errors: a bad option value, a missing argument
+        if type(error).__name__ == "NoArgsIsHelpError":  # the help text that a bare `graspcheck` shows
+            error.show()
+            sys.exit(error.exit_code)
+        _fail(error.format_message().replace("\n", " "))
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        from .files import output_error
+
+        _fail(str(output_error(error.filename or "a file", error)))
+    if status == 130:  # typer's translation of KeyboardInterrupt, after every cleanup of the command ran
+        _interrupted()
+    sys.exit(status or 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _interrupted() -> None:
+    typer.echo(INTERRUPTED, err=True)
+    sys.exit(130)

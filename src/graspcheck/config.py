@@ -10,6 +10,7 @@ from .console import GraspcheckError
 BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
+MIN_IMG_SIZE = 32
 AUGMENT_CHOICES = ("none", "light", "strong")  # transforms.AUGMENT_PRESETS; kept here so the CLI need not import torch
 
 
@@ -78,9 +79,11 @@ class TrainConfig:
                                        ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
             if value not in choices:
                 raise GraspcheckError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
-        for name in ("epochs", "batch_size", "img_size", "test_every", "save_every"):
+        for name in ("epochs", "batch_size", "test_every", "save_every"):
             if getattr(self, name) < 1:
                 raise GraspcheckError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.img_size < MIN_IMG_SIZE:
+            raise GraspcheckError(f"--img-size must be at least {MIN_IMG_SIZE} pixels (the models shrink their input up to 32 times), got {self.img_size}")
         if self.workers is not None and self.workers < 0:
             raise GraspcheckError("--workers must be 0 (prepare batches in the training process) or more")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):

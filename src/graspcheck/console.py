@@ -6,7 +6,15 @@ import sys
 
 from tqdm import tqdm
 
-from .distributed import is_main_process
+
+def is_main_process() -> bool:
+    # Imported here: graspcheck.distributed imports torch, which the CLI must not wait for before it can parse options.
+    from .distributed import is_main_process
+
+    return is_main_process()
+
+
+INTERRUPTED = "interrupted; a training run can continue with: graspcheck train --resume RUN_FOLDER"
 
 
 class GraspcheckError(Exception):

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .files import atomic_write
+from .files import atomic_write, read_csv
 from .console import GraspcheckError, describe_error, log, progress
 from .transforms import Preprocess, augment_batch
 
@@ -107,12 +107,8 @@ def read_manifest(root: Path) -> dict[Path, str]:
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         return {}
-    with manifest.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "episode"} - set(reader.fieldnames or [])
-        if missing:
-            raise GraspcheckError(f"{manifest} lacks the column(s) {', '.join(sorted(missing))}; it needs path,label,episode")
-        return {(root / row["path"]).resolve(): row["episode"] for row in reader}
+    _, rows = read_csv(manifest, ("path", "episode"), "a dataset manifest (path,label,episode)")
+    return {(root / row["path"]).resolve(): row["episode"] for row in rows}
 
 
 def class_folders(folder: Path) -> dict[str, Path]:
@@ -317,11 +313,10 @@ def read_split_csv(path: Path, class_names: tuple[str, str]) -> dict[str, list[S
     """The samples of each split recorded by write_split_csv."""
     index = {name: i for i, name in enumerate(class_names)}
     splits: dict[str, list[Sample]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("label") not in index:
-                raise GraspcheckError(f"{path} has the label {row.get('label')!r}, which the model does not know; is it a run's split.csv?")
-            splits.setdefault(row["split"], []).append(Sample(Path(row["path"]), index[row["label"]], row["episode"]))
+    for row in read_csv(path, ("path", "label", "episode", "split"), "a run's split.csv")[1]:
+        if row["label"] not in index:
+            raise GraspcheckError(f"{path} has the label {row['label']!r}, which the model does not know; is it a run's split.csv?")
+        splits.setdefault(row["split"], []).append(Sample(Path(row["path"]), index[row["label"]], row["episode"]))
     return splits
 
 

@@ -4,13 +4,14 @@ normalisation, class names, threshold) under the key "graspcheck"."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpoint import METADATA_KEY
-from .files import atomic_replace
+from .files import atomic_replace, atomic_write
 from .console import GraspcheckError
 from .predict import find_checkpoint, load
 
@@ -33,6 +34,8 @@ def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None 
     model = load(source, device="cpu")
     suffix = (".int8" if int8 else "") + FORMATS[format]
     target = Path(out) if out else source.with_name(source.name.removesuffix(".safetensors") + suffix)
+    if target.is_dir():
+        raise GraspcheckError(f"--out {target} is a folder; pass a file name, e.g. {target / ('model' + suffix)}")
     if target.exists() and not overwrite:
         raise GraspcheckError(f"{target} exists; choose another --out or pass --overwrite")
     height, width = model.info.preprocess.size
@@ -45,7 +48,10 @@ def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None 
             # PyTorch marks TorchScript deprecated; it is still what many robot stacks (C++ libtorch) load.
             warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(model.network, example)
-            atomic_replace(target, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": metadata}))
+            buffer = io.BytesIO()  # in memory first: torch's file writer reports a full disk as an unexplained failure
+            torch.jit.save(traced, buffer, _extra_files={f"{METADATA_KEY}.json": metadata})
+        with atomic_write(target, "wb") as f:
+            f.write(buffer.getbuffer())
     return target
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .files import atomic_replace, atomic_write
+from .files import atomic_replace, atomic_write, read_csv
 from .console import GraspcheckError, describe_error, log, progress
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -114,21 +114,15 @@ class ExtractSummary:
 def read_video_list(path: str | Path) -> list[VideoJob]:
     """A CSV with the columns video,label and optionally start,end (seconds); relative paths are relative to the CSV."""
     path = Path(path)
-    if not path.is_file():
-        raise GraspcheckError(f"{path} does not exist; pass a CSV with the columns video,label[,start,end]")
     jobs = []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"video", "label"} <= set(reader.fieldnames or []):
-            raise GraspcheckError(f"{path} needs the columns video,label (and optionally start,end)")
-        for line, row in enumerate(reader, start=2):
-            try:
-                start = float(row["start"]) if row.get("start") else None
-                end = float(row["end"]) if row.get("end") else None
-            except ValueError:
-                raise GraspcheckError(f"{path} line {line}: start and end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
-            video = Path(row["video"])
-            jobs.append(VideoJob(video if video.is_absolute() else path.parent / video, check_label(row["label"]), start, end))
+    for line, row in enumerate(read_csv(path, ("video", "label"), "a video list (video,label[,start,end])")[1], start=2):
+        try:
+            start = float(row["start"]) if row.get("start") else None
+            end = float(row["end"]) if row.get("end") else None
+        except ValueError:
+            raise GraspcheckError(f"{path} line {line}: start and end must be seconds, got {row.get('start')!r}, {row.get('end')!r}") from None
+        video = Path(row["video"])
+        jobs.append(VideoJob(video if video.is_absolute() else path.parent / video, check_label(row["label"]), start, end))
     return jobs
 
 
@@ -179,16 +173,19 @@ def extract(
         window = Sampling(sampling.every, sampling.fps, sampling.count,
                           job.start if job.start is not None else sampling.start, job.end if job.end is not None else sampling.end)
         window.validate()
+        new_frames: list[Path] = []
         try:
-            rows = _extract_video(job, out, window, shape, dedupe, summary)
-        except Exception as error:  # FFmpeg, container and codec errors have many types; each is one bad video
-            if isinstance(error, GraspcheckError):
-                raise
-            reason = describe_error(error)
+            rows = _extract_video(job, out, window, shape, dedupe, summary, new_frames)
+            manifest.add(rows)  # saved after each video: an interrupted run keeps what it wrote
+        except BaseException as error:
+            # A video's frames are kept only with their manifest rows: no frame on disk that the manifest lacks.
+            _remove_new_frames(new_frames, job.label, summary)
+            if not isinstance(error, Exception) or isinstance(error, GraspcheckError):
+                raise  # an interrupt, or a problem of the output (a full disk) or of the options: not this video's
+            reason = describe_error(error)  # FFmpeg, container and codec errors have many types; each is one bad video
             log(f"skipped video {job.path}: {reason}")
             summary.failed.append((job.path, reason))
             continue
-        manifest.add(rows)  # saved after each video: an interrupted run keeps what it wrote
         summary.videos += 1
     new = sum(summary.written.values())
     log(f"{new} new frame(s) from {summary.videos} video(s) in {out}" + (f"; {summary.present} already there" if summary.present else "")
@@ -206,7 +203,17 @@ def video_episode(path: Path) -> str:
     return f"{path.stem}-{digest.hexdigest()[:8]}"
 
 
-def _extract_video(job: VideoJob, out: Path, sampling: Sampling, shape: FrameShape, dedupe: float | None, summary: ExtractSummary) -> list[dict]:
+def _remove_new_frames(frames: list[Path], label: str, summary: ExtractSummary) -> None:
+    for frame in frames:
+        frame.unlink(missing_ok=True)
+    summary.written[label] = summary.written.get(label, 0) - len(frames)
+    if not summary.written[label]:
+        del summary.written[label]
+
+
+def _extract_video(job: VideoJob, out: Path, sampling: Sampling, shape: FrameShape, dedupe: float | None, summary: ExtractSummary,
+                   new_frames: list[Path]) -> list[dict]:
+    """The manifest rows of one video's sampled frames; each frame written is added to new_frames."""
     episode = video_episode(job.path)
     folder = out / job.label
     folder.mkdir(parents=True, exist_ok=True)
@@ -224,6 +231,7 @@ def _extract_video(job: VideoJob, out: Path, sampling: Sampling, shape: FrameSha
             summary.present += 1
         else:
             atomic_replace(out / relative, lambda tmp: image.save(tmp, format="PNG"))
+            new_frames.append(out / relative)
             summary.written[job.label] = summary.written.get(job.label, 0) + 1
         rows.append({"path": relative.as_posix(), "label": job.label, "episode": episode, "source": str(job.path.resolve()),
                      "time": f"{seconds:.3f}", "frame": index})
@@ -261,13 +269,29 @@ def _frames_in_window(container, stream, rate: float, sampling: Sampling):
     """(frame number, seconds, av frame) of each decoded frame in [start, end)."""
     if sampling.start > 0:
         container.seek(int(sampling.start / stream.time_base), stream=stream)  # to the key frame before start
+    last = None
     for frame in container.decode(stream):
         seconds = float(frame.time) if frame.time is not None else frame.index / rate
         if seconds < sampling.start - 0.5 / rate:
             continue
         if sampling.end is not None and seconds >= sampling.end - 0.5 / rate:
-            break
+            return
+        last = seconds
         yield round(seconds * rate), seconds, frame
+    # The decoder stops quietly where a file was cut off (an MP4 with its index at the front lists every
+    # frame, but the data of the later ones is gone): compare with the length the file states.
+    stated = _stated_end(container, stream)
+    if stated is not None and last is not None and stated - (last + 1 / rate) > 2 / rate:
+        raise ValueError(f"the video ends at {last + 1 / rate:.2f} s, before the {stated:.2f} s it states: the file is truncated or damaged")
+
+
+def _stated_end(container, stream) -> float | None:
+    """The end time, in seconds, that the stream (else the container) header states, or None."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    if container.duration is not None:
+        return ((container.start_time or 0) + container.duration) / 1_000_000
+    return None
 
 
 def _evenly_spaced(container, stream, rate: float, sampling: Sampling) -> Iterator[tuple[int, float, Image.Image]]:
@@ -295,19 +319,17 @@ class Manifest:
         self.columns = list(MANIFEST_COLUMNS)
         self.rows: dict[str, dict] = {}
         if path.is_file():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                if "path" not in (reader.fieldnames or []):
-                    raise GraspcheckError(f"{path} has no path column; move it away or fix it before extracting into {path.parent}")
-                self.columns += [c for c in reader.fieldnames if c not in self.columns]
-                self.rows = {row["path"]: row for row in reader}
+            columns, rows = read_csv(path, ("path",), f"a dataset manifest (move it away or fix it before extracting into {path.parent})")
+            self.columns += [c for c in columns if c not in self.columns]
+            self.rows = {row["path"]: row for row in rows}
 
     def add(self, rows: list[dict]) -> None:
         fresh = [row for row in rows if row["path"] not in self.rows]
         if not fresh and self.path.is_file():
             return
-        self.rows.update((row["path"], row) for row in fresh)
+        rows = {**self.rows, **{row["path"]: row for row in fresh}}
         with atomic_write(self.path) as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
             writer.writeheader()
-            writer.writerows(self.rows.values())
+            writer.writerows(rows.values())
+        self.rows = rows  # only once written: a failed write leaves the rows as the file has them

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .checkpoint import METADATA_KEY, CheckpointInfo, load_checkpoint
+from .checkpoint import METADATA_KEY, CheckpointInfo, fit_weights, invalid_checkpoint, load_checkpoint, read_info
 from .console import GraspcheckError, describe_error, log
 from .data import available_cores, iter_decoded, list_images
 from .models import create_model
@@ -66,8 +66,11 @@ class GraspModel:
             network, info = OnnxNetwork.load(path)
             return cls(network, info, "cpu")
         state, info = load_checkpoint(path)
-        network = create_model(info.model, len(info.class_names), info.preprocess.size)
-        network.load_state_dict(state)
+        try:
+            network = create_model(info.model, len(info.class_names), info.preprocess.size)
+        except GraspcheckError as error:  # e.g. an input size the architecture cannot take
+            raise invalid_checkpoint(path, str(error)) from None
+        fit_weights(network, state, info, path)
         return cls(network, info, resolve_device(device))
 
     @property
@@ -87,7 +90,7 @@ class GraspModel:
         return torch.cat(chunks) if chunks else torch.empty(0)
 
     def verdicts(self, probabilities: torch.Tensor, threshold: float | None = None) -> list[str]:
-        cut = self.info.threshold if threshold is None else threshold
+        cut = self.info.threshold if threshold is None else check_threshold(threshold)
         return [self.class_names[int(p >= cut)] for p in probabilities.tolist()]
 
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float | None = None, batch_size: int = 64) -> list[Prediction]:
@@ -100,6 +103,10 @@ class GraspModel:
     def iter_predict(self, images: ImageInput | Iterable[ImageInput], threshold: float | None = None, batch_size: int = 64) -> Iterator[Prediction]:
         """Like predict, but yields each batch's verdicts as soon as they are known, while background threads
         decode the next images: a large folder streams through at the speed of the slower of the two."""
+        if batch_size < 1:
+            raise GraspcheckError(f"--batch-size must be at least 1, got {batch_size}")
+        if threshold is not None:
+            check_threshold(threshold)
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         batch: list[tuple[str, np.ndarray]] = []
@@ -166,7 +173,12 @@ class OnnxNetwork:
         metadata = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             raise GraspcheckError(f"{path} has no graspcheck metadata; export it with 'graspcheck export'")
-        return cls(session), CheckpointInfo.from_json(metadata[METADATA_KEY])
+        info = read_info(metadata[METADATA_KEY], path)
+        shape = session.get_inputs()[0].shape  # [batch, 3, height, width]; a named dimension is free
+        fixed = [v for v in shape[2:] if isinstance(v, int)]
+        if len(shape) != 4 or (len(fixed) == 2 and tuple(fixed) != tuple(info.preprocess.size)):
+            raise invalid_checkpoint(path, f"its network takes input {shape}, not the {info.preprocess.size} its metadata names")
+        return cls(session), info
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -178,6 +190,12 @@ class OnnxNetwork:
         logits = np.concatenate(chunks)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, shifted so that exp cannot overflow
         return exp[:, 1] / exp.sum(axis=1)
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0 <= threshold <= 1:
+        raise GraspcheckError(f"--threshold must be between 0 and 1, got {threshold}")
+    return threshold
 
 
 def expand_paths(items: Iterable[str | Path]) -> list[Path]:

@@ -26,14 +26,14 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointInfo, load_train_state, save_checkpoint, save_train_state
+from .checkpoint import CheckpointInfo, DamagedFile, load_train_state, save_checkpoint, save_train_state
 from .config import TrainConfig
-from .console import GraspcheckError, log, progress
+from .console import GraspcheckError, describe_error, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, read_split_csv, scan_dataset, split_by_episode,
                    training_batches, write_split_csv)
 from .distributed import cuda_device_of_this_process, join, leave
 from .evaluation import Evaluation
-from .files import atomic_replace, atomic_write, claim_folder, swap_into_place, write_marker
+from .files import atomic_replace, atomic_write, claim_folder, discard_folder, swap_into_place, writing, write_marker
 from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
 from .report import plot_history
@@ -76,7 +76,7 @@ def train(
     try:
         return run.fit(callbacks or [])
     except BaseException:
-        run.discard_unfinished_replacement()
+        run.discard_unfinished()
         raise
     finally:
         leave(run.group)
@@ -274,6 +274,7 @@ class _Run:
         self.config = config
         self.run_dir = run_dir  # where files are written: final_dir, or the folder that will replace it
         self.final_dir = run_dir
+        self.created_folder = False  # whether this run made run_dir (and may remove it again)
         self.class_names = class_names
         self.device = resolve_device(config.device)
         self.group = join(self.device.type)
@@ -301,6 +302,10 @@ class _Run:
         self.speed = SpeedOptions.resolve(config.fast, self.device)
         self.scaler = self.speed.grad_scaler(self.device)
         self.workers = default_batch_workers(config.augment) if config.workers is None else config.workers
+        if self.workers > available_cores():
+            # More processes than cores only add memory (each holds a copy of the process) and switching.
+            log(f"--workers {self.workers} is more than the {available_cores()} cores available; using {available_cores()}")
+            self.workers = available_cores()
         if self.speed.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         # Trained through DDP when torchrun started several processes, and compiled if asked;
@@ -326,25 +331,36 @@ class _Run:
         outcome = None
         if run.group.is_main:
             try:
-                outcome = run._make_folder(splits, overwrite), Path(config.out)
+                outcome = run._make_folder(overwrite), Path(config.out)
             except GraspcheckError as error:
                 outcome = error
         run.run_dir, run.final_dir = run.group.raise_together(outcome)
         return run
 
-    def _make_folder(self, splits: dict[str, list[Sample]], overwrite: bool) -> Path:
+    def _make_folder(self, overwrite: bool) -> Path:
         """The folder the run writes to: a new one, or with overwrite a hidden sibling of the run it replaces,
-        swapped into place when training ends (finish), so a failed or interrupted overwrite keeps the old run."""
+        swapped into place when training ends (finish), so a failed or interrupted overwrite keeps the old run.
+        Until the first epoch is saved, a failure removes a new folder again (discard_unfinished)."""
+        existed = self.config.out is not None and Path(self.config.out).exists()
         if self.config.out is not None and overwrite:
             run_dir = claim_folder(Path(self.config.out), True, RUN_KIND, is_run_file)
         else:
             run_dir = new_run_dir(self.config.out)
+        self.created_folder = not existed or run_dir != Path(self.config.out)  # a new folder, or the hidden replacement
         self.config.out = self.config.out if self.config.out is not None else str(run_dir)
-        (run_dir / "weights").mkdir()
-        write_marker(run_dir, RUN_KIND)
-        with atomic_write(run_dir / "config.json") as f:
-            json.dump({**asdict(self.config), "class_names": list(self.class_names), "preprocess": self.preprocess.to_dict()}, f, indent=2)
-        write_split_csv(run_dir / "split.csv", splits, self.class_names)
+        self.run_dir = run_dir
+        # The images that were read: an unreadable file is in no split (it was named when it was skipped).
+        splits = {name: images.samples for name, images in self.images.items()}
+        try:
+            with writing(run_dir / "weights"):
+                (run_dir / "weights").mkdir()
+            write_marker(run_dir, RUN_KIND)
+            with atomic_write(run_dir / "config.json") as f:
+                json.dump({**asdict(self.config), "class_names": list(self.class_names), "preprocess": self.preprocess.to_dict()}, f, indent=2)
+            write_split_csv(run_dir / "split.csv", splits, self.class_names)
+        except BaseException:
+            self.discard_unfinished()
+            raise
         counts = ", ".join(f"{name} {len(members)}" for name, members in splits.items())
         processes = f" ({self.group.size} processes, {self.config.batch_size} images a step each)" if self.group.size > 1 else ""
         log(f"run folder {self.config.out}; images per split: {counts}{processes}")
@@ -352,26 +368,31 @@ class _Run:
 
     @classmethod
     def resume(cls, run_dir: Path) -> "_Run":
-        config_path, state_path = run_dir / "config.json", run_dir / "train_state.pt"
+        config_path, state_path, split_path = run_dir / "config.json", run_dir / "train_state.pt", run_dir / "split.csv"
         if not config_path.is_file():
             raise GraspcheckError(f"{run_dir} is not a graspcheck run folder (no config.json); pass the folder of the run to resume")
         if not state_path.is_file():
             raise GraspcheckError(f"{run_dir} has not finished an epoch yet (no train_state.pt); start it again instead")
-        saved = json.loads(config_path.read_text())
-        # A run folder from before an option existed trained as if it were off.
-        saved = {**_OPTIONS_BEFORE_THEY_EXISTED, **saved}
-        config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
-        class_names = tuple(saved["class_names"])
-        preprocess = Preprocess.from_dict(saved["preprocess"]) if "preprocess" in saved else Preprocess(size=(config.img_size, config.img_size))
-        run = cls(config, class_names, read_split_csv(run_dir / "split.csv", class_names), run_dir, preprocess)
-        state = load_train_state(state_path)
-        run.network.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if run.scaler is not None and state.get("scaler"):
-            run.scaler.load_state_dict(state["scaler"])
-        run.history = state["history"]
-        run.best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
+        start_again = "the run cannot be resumed; restore the file from a backup or start the run again in a new folder"
+        if not split_path.is_file():
+            raise GraspcheckError(f"{split_path} is missing; {start_again}")
+        config, class_names, preprocess = _saved_config(config_path, start_again)
+        try:
+            state = load_train_state(state_path)  # before decoding the images: a damaged state fails in a second
+        except DamagedFile as error:
+            raise GraspcheckError(f"{state_path} is damaged: {error}; {start_again}") from None
+        run = cls(config, class_names, read_split_csv(split_path, class_names), run_dir, preprocess)
+        try:
+            run.network.load_state_dict(state["model"])
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            if run.scaler is not None and state.get("scaler"):
+                run.scaler.load_state_dict(state["scaler"])
+            run.history = list(state["history"])
+            run.best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise GraspcheckError(f"{state_path} is damaged: it does not fit the run's model and options "
+                                  f"({describe_error(error)}); {start_again}") from None
         log(f"resuming {run_dir} after epoch {len(run.history)} of {config.epochs}")
         return run
 
@@ -399,7 +420,13 @@ class _Run:
             if "test_balanced_acc" in row:
                 log(f"Test after epoch {epoch}:\n  " + test_eval.class_table().replace("\n", "\n  "))
             if self.group.is_main:
-                self._save(epoch, row)
+                try:
+                    self._save(epoch, row)
+                except GraspcheckError as error:
+                    if self.run_dir == self.final_dir and (self.run_dir / "train_state.pt").exists():
+                        raise GraspcheckError(f"{error}; the run folder keeps its last saved epoch, and once that is fixed "
+                                              f"'graspcheck train --resume {self.final_dir}' continues from it") from error
+                    raise
             for callback in callbacks:
                 callback(epoch, row)
         if self.group.is_main and self.run_dir != self.final_dir:
@@ -407,10 +434,15 @@ class _Run:
         weights = self.final_dir / "weights"
         return TrainResult(self.final_dir, weights / "best.safetensors", weights / "last.safetensors", self.history)
 
-    def discard_unfinished_replacement(self) -> None:
-        """After a failed or interrupted overwrite: remove the half-made replacement; the old run stays."""
-        if self.group.is_main and self.run_dir is not None and self.run_dir != self.final_dir:
+    def discard_unfinished(self) -> None:
+        """After a failure or interrupt: remove a half-made replacement (the old run stays), and a new folder
+        that has no finished epoch yet, which could not be resumed; a folder with one is kept for --resume."""
+        if not self.group.is_main or self.run_dir is None:
+            return
+        if self.final_dir is not None and self.run_dir != self.final_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        elif not (self.run_dir / "train_state.pt").exists():
+            discard_folder(self.run_dir, self.created_folder)
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, Evaluation]:
         """One pass over the training split; returns the mean loss and the running per-class accuracy."""
@@ -485,7 +517,8 @@ class _Run:
 
     def _save(self, epoch: int, row: dict) -> None:
         weights = self.run_dir / "weights"
-        info = self._info(epoch, {k: v for k, v in row.items() if v is not None})
+        # Timing stays in metrics.csv: in the weights file it would make identical training give different files.
+        info = self._info(epoch, {k: v for k, v in row.items() if v is not None and k != "seconds"})
         save_checkpoint(weights / "last.safetensors", self.network, info)
         if epoch % self.config.save_every == 0 or epoch == self.config.epochs:
             _copy(weights / "last.safetensors", weights / f"epoch_{epoch:03d}.safetensors")
@@ -518,6 +551,26 @@ class _Run:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in self.history)
+
+
+def _saved_config(path: Path, what_to_do: str) -> tuple[TrainConfig, tuple[str, str], Preprocess]:
+    """The options, class names and preprocessing a run folder's config.json records, or one line saying it is damaged."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"it holds a JSON {type(saved).__name__}, not the options of a run")
+        # A run folder from before an option existed trained as if it were off.
+        saved = {**_OPTIONS_BEFORE_THEY_EXISTED, **saved}
+        config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+        config.validate()
+        class_names = tuple(saved["class_names"])
+        if len(class_names) != 2 or not all(isinstance(name, str) for name in class_names):
+            raise ValueError(f"class_names must be two names, got {saved['class_names']!r}")
+        preprocess = Preprocess.from_dict(saved["preprocess"]) if "preprocess" in saved else Preprocess(size=(config.img_size, config.img_size))
+    except (OSError, ValueError, KeyError, TypeError, GraspcheckError) as error:
+        reason = f"no {error}" if isinstance(error, KeyError) else describe_error(error)
+        raise GraspcheckError(f"{path} is damaged ({reason}); {what_to_do}") from None
+    return config, class_names, preprocess
 
 
 def _copy(source: Path, destination: Path) -> None:

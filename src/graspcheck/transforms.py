@@ -7,8 +7,10 @@ uint8 arrays; normalisation happens on whole batches, so a decoded image can be 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -19,6 +21,32 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 
 # Modes that hold more than 8 bits per channel; Pillow's convert("RGB") would clip them instead of scaling.
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_TIFF_BITS_PER_SAMPLE = 258
+
+# graspcheck's own limit on the pixels of one image: far above any camera frame (a 61 MP sensor is rare), far
+# below what makes one small file take gigabytes to decode (a 140 KB PNG of 140 MP took 1.6 GB). Pillow's own
+# limit only warns from 89 MP and refuses from 179 MP, so its warning is silenced where this one applies.
+DEFAULT_MAX_PIXELS = 50_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def set_max_pixels(pixels: int) -> None:
+    """Refuse to decode images of more than this many pixels (graspcheck --max-megapixels)."""
+    global _max_pixels
+    if pixels < 1:
+        raise ValueError("the pixel limit must be at least 1")
+    _max_pixels = pixels
+    # Pillow refuses outright above twice its own limit; keep that above ours so ours is the one that speaks.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, pixels)
+
+
+def check_pixel_limit(image: Image.Image) -> None:
+    """Raise ValueError for an image above the pixel limit, before its pixels are decoded."""
+    pixels = image.width * image.height
+    if pixels > _max_pixels:
+        raise ValueError(f"{image.width}x{image.height} is {pixels / 1e6:.0f} megapixels, above the limit of "
+                         f"{_max_pixels / 1e6:g}; pass graspcheck --max-megapixels N to allow it")
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,7 @@ class Preprocess:
     def load(self, path: str | Path) -> np.ndarray:
         """Decode an image file of any common format and mode, resized; raises OSError/ValueError if unreadable."""
         with Image.open(path) as image:
+            check_pixel_limit(image)
             return self.resize(to_rgb(image))
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
@@ -72,15 +101,32 @@ class Preprocess:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL image -> 8-bit RGB, upright per its EXIF orientation, wide modes scaled rather than clipped."""
+    bits = _bits_per_sample(image)
     image = ImageOps.exif_transpose(image)
     if image.mode in _WIDE_MODES:
         values = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        if bits is not None:
+            top = float(2**bits - 1)
+        else:  # floating point has no bit depth: 0-255 unless the values say it is on the 16-bit scale
+            top = 65535.0 if values.max(initial=0) > 255 else 255.0
         gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def _bits_per_sample(image: Image.Image) -> int | None:
+    """The bit depth of a wide image as its file states it (never guessed from the values: a dark 16-bit frame
+    with every value below 256 is still 16-bit); None for floating point."""
+    if image.mode.startswith("I;16"):
+        return 16
+    if image.mode != "I":
+        return None
+    stated = getattr(image, "tag_v2", {}).get(_TIFF_BITS_PER_SAMPLE)  # TIFF says it; PNG's wide mode is 16-bit
+    if isinstance(stated, tuple):
+        stated = stated[0]
+    return int(stated) if isinstance(stated, int) and 8 < stated <= 32 else 16
 
 
 @dataclass(frozen=True)
