@@ -325,12 +325,13 @@ def watch_command(
             writer.writerow(["frame", "source", "label", "success_probability", "smoothed", "fps"])
         try:
             for verdict in watch(grasp_model, source, smooth, rule, threshold, idle_exit):
-                print_row(verdict)
+                # Printed last: a row on the screen is one the summary counts and the CSV holds, whenever Ctrl-C comes.
+                counts[verdict.label] += 1
+                last = verdict
                 if writer:
                     writer.writerow([verdict.frame, verdict.source, verdict.label, f"{verdict.success_probability:.6f}",
                                      verdict.smoothed, f"{verdict.fps:.2f}"])
-                counts[verdict.label] += 1
-                last = verdict
+                print_row(verdict)
         except KeyboardInterrupt:
             interrupted = True
     finally:
