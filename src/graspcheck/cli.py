@@ -270,14 +270,14 @@ def models_command() -> None:
 def serve_command(
     model: Path = typer.Argument(..., help="A .safetensors checkpoint, a run folder (its best checkpoint) or an exported .onnx file."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --api-key or --insecure."),
-    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    port: int = typer.Option(8000, callback=in_range(1, 65535), help="TCP port."),
     api_key: Optional[str] = typer.Option(None, envvar="GRASPCHECK_API_KEY", help="Require this key ('Authorization: Bearer KEY' or 'X-API-Key: KEY') on every endpoint but /health."),
     insecure: bool = typer.Option(False, "--insecure", help="Listen beyond loopback without an API key (a network you trust)."),
     onnx: bool = typer.Option(False, "--onnx", help="Export a checkpoint to ONNX at start and run it with ONNX Runtime (an .onnx file always is)."),
-    max_body_mb: float = typer.Option(10.0, min=0.001, help="Largest request body (and /stream frame), MB."),
-    max_image_megapixels: float = typer.Option(50.0, min=0.001, help="Largest image, read from its header before decoding."),
-    max_batch: int = typer.Option(32, min=1, help="Most images in one /predict/batch request."),
-    max_concurrent: int = typer.Option(0, min=0, help="Inferences at once; more requests wait (0: one per core)."),
+    max_body_mb: float = typer.Option(10.0, callback=in_range(0.001), help="Largest request body (and /stream frame), MB."),
+    max_image_megapixels: float = typer.Option(50.0, callback=in_range(0.001), help="Largest image, read from its header before decoding."),
+    max_batch: int = typer.Option(32, callback=in_range(1), help="Most images in one /predict/batch request."),
+    max_concurrent: int = typer.Option(0, callback=in_range(0), help="Inferences at once; more requests wait (0: one per core)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs time per request)."),
 ) -> None:
@@ -293,12 +293,12 @@ def serve_command(
 def watch_command(
     model: Path = typer.Argument(..., help="A .safetensors checkpoint, a run folder (its best checkpoint) or an exported .onnx file."),
     source: str = typer.Argument(..., help="A video file, a camera index (0), an RTSP/HTTP stream URL, or a folder being filled with frames."),
-    smooth: int = typer.Option(5, min=1, max=10000, help="Frames the smoothed decision looks back over."),
+    smooth: int = typer.Option(5, callback=in_range(1, 10000), help="Frames the smoothed decision looks back over."),
     rule: str = typer.Option("majority", help="majority: success when more than half of the last N verdicts are; mean: when their mean "
                              "probability reaches the threshold; consecutive: only after N successes in a row."),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Override the checkpoint's decision threshold."),
+    threshold: Optional[float] = typer.Option(None, callback=in_range(0, 1), help="Override the checkpoint's decision threshold."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write every row to this CSV file."),
-    idle_exit: Optional[float] = typer.Option(None, min=0.0, help="End after this many seconds without a new frame (folder or live source; default: run until Ctrl-C)."),
+    idle_exit: Optional[float] = typer.Option(None, callback=in_range(0), help="End after this many seconds without a new frame (folder or live source; default: run until Ctrl-C)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """A verdict per frame as frames arrive: frame, source, label, p(success), the smoothed decision and frames
