@@ -277,7 +277,7 @@ def serve_command(
     max_body_mb: float = typer.Option(10.0, callback=in_range(0.001), help="Largest request body (and /stream frame), MB."),
     max_image_megapixels: float = typer.Option(50.0, callback=in_range(0.001), help="Largest image, read from its header before decoding."),
     max_batch: int = typer.Option(32, callback=in_range(1), help="Most images in one /predict/batch request."),
-    max_concurrent: int = typer.Option(0, callback=in_range(0), help="Inferences at once; more requests wait (0: one per core)."),
+    max_concurrent: int = typer.Option(2, callback=in_range(1), help="Inferences at once; more requests wait (each uses several cores)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs time per request)."),
 ) -> None:

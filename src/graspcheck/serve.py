@@ -27,9 +27,8 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 
 from . import __version__
 from .console import GraspcheckError
-from .data import available_cores
 from .predict import GraspModel, find_checkpoint
-from .watch import FrameRate, FrameVerdict, Smoother, smoothing_problem
+from .watch import FrameRate, Smoother, smoothing_problem
 
 # Bodies that are one image whatever their declared type; anything else but multipart is refused.
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -41,10 +40,9 @@ class Limits:
     max_body_bytes: int = 10_000_000  # one request, or one /stream frame
     max_pixels: int = 50_000_000  # one image, from its header: a camera frame is far below, a decompression bomb far above
     max_batch: int = 32  # images of one /predict/batch request
-    max_concurrent: int = 0  # inferences at once; 0: one per core
-
-    def inference_threads(self) -> int:
-        return self.max_concurrent or available_cores()
+    # Inferences at once; more requests wait their turn. One inference already spreads over several cores
+    # (ONNX Runtime's half, PyTorch's all), so two keep the cores busy while the next image decodes.
+    max_concurrent: int = 2
 
 
 class ApiError(Exception):
@@ -196,7 +194,7 @@ class Verdicts:
 
     def __init__(self, model: GraspModel, limits: Limits):
         self.model, self.limits = model, limits
-        self.pool = ThreadPoolExecutor(max_workers=limits.inference_threads(), thread_name_prefix="graspcheck-inference")
+        self.pool = ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="graspcheck-inference")
 
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
@@ -209,7 +207,7 @@ class Verdicts:
     def classify_body(self, body: bytes, content_type: str, threshold: float | None, batch: bool) -> list[dict]:
         """The verdicts for a raw image body or a multipart body."""
         if content_type.startswith("multipart/form-data"):
-            images = split_multipart(body, content_type, self.limits.max_batch if batch else 1_000)
+            images = split_multipart(body, content_type, self.limits.max_batch)
             if not images:
                 raise ApiError(400, "empty", "the multipart body holds no image; send each image as a file part")
             if not batch and len(images) > 1:
@@ -265,7 +263,7 @@ def create_app(model: GraspModel, model_file: Path, runtime: str, limits: Limits
         "threshold": threshold_default,
         "graspcheck_version": __version__,
         "limits": {"max_body_bytes": limits.max_body_bytes, "max_pixels": limits.max_pixels,
-                   "max_batch": limits.max_batch, "max_concurrent": limits.inference_threads()},
+                   "max_batch": limits.max_batch, "max_concurrent": limits.max_concurrent},
     }
     app = FastAPI(title="graspcheck", version=__version__,
                   description="Did the grasp succeed? Verdicts on camera images from a graspcheck model.")
@@ -345,9 +343,8 @@ def create_app(model: GraspModel, model_file: Path, runtime: str, limits: Limits
                     await websocket.send_json({"frame": frame, **error_body(error.code, error.detail)})
                 else:
                     smoothed = positive if smoother.update(result["p_success"]) else negative
-                    verdict = FrameVerdict(frame, str(frame), result["label"], result["p_success"], smoothed, rate.tick())
-                    await websocket.send_json({"frame": frame, "label": verdict.label, "p_success": verdict.success_probability,
-                                               "smoothed": smoothed, "fps": round(verdict.fps, 2), "latency_ms": milliseconds_since(start)})
+                    await websocket.send_json({"frame": frame, "label": result["label"], "p_success": result["p_success"],
+                                               "smoothed": smoothed, "fps": round(rate.tick(), 2), "latency_ms": milliseconds_since(start)})
                 frame += 1
         except WebSocketDisconnect:
             return
