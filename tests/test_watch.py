@@ -135,3 +135,28 @@ def test_watch_command_writes_csv_and_ends_cleanly_on_ctrl_c(trained, tmp_path):
 def test_watch_unknown_source(trained, tmp_path):
     with pytest.raises(GraspcheckError, match="neither a video file"):
         next(watch(graspcheck.load(trained.best), str(tmp_path / "missing.mp4")))
+
+
+def test_watch_a_stream_url_judges_the_newest_frames(trained, tmp_path):
+    """A stream URL (here a video over HTTP from 127.0.0.1) is read by its own thread at its own pace; the
+    model gets the newest frame each time it is ready, so frames it had no time for are skipped."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    write_video(tmp_path / "grasp.mkv", FAILED_THEN_HELD)
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(tmp_path)))
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{http.server_address[1]}/grasp.mkv"
+        rows = list(watch(graspcheck.load(trained.best), url, smooth=1, idle_exit=10))
+    finally:
+        http.shutdown()
+    assert 1 <= len(rows) <= len(FAILED_THEN_HELD)
+    times = [float(row.source.rstrip("s")) for row in rows]
+    assert times == sorted(times)
+    assert all(row.smoothed == row.label for row in rows)

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from .predict import GraspModel
 
 RULES = ("majority", "mean", "consecutive")
-RULE_HELP = ("majority: success when more than half of the last N verdicts are; mean: when their mean probability "
-             "reaches the threshold; consecutive: only after N successes in a row (the LeRobot/SERL habit)")
 # The same list as graspcheck.data.IMAGE_SUFFIXES, which imports torch; watch.py is also imported by the client.
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -164,24 +162,34 @@ def live_frames(name: str, format: str | None, options: dict, idle_exit: float |
     stop = threading.Event()
     start = time.perf_counter()
 
+    def hand_over(item, replace_unread: bool) -> None:
+        while not stop.is_set():
+            if replace_unread:
+                try:
+                    latest.get_nowait()  # the frame nobody took in time
+                except queue.Empty:
+                    pass
+            try:
+                latest.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def read() -> None:
+        # The reader owns the container and closes it itself: closing it from another thread while FFmpeg
+        # decodes would pull the data from under the decoder.
         try:
             for frame in container.decode(video=0):
                 if stop.is_set():
                     return
-                item = Frame(f"{time.perf_counter() - start:.3f}s", frame.to_ndarray(format="rgb24"))
-                try:
-                    latest.get_nowait()  # drop the frame nobody took in time
-                except queue.Empty:
-                    pass
-                latest.put(item)
+                hand_over(Frame(f"{time.perf_counter() - start:.3f}s", frame.to_ndarray(format="rgb24")), replace_unread=True)
+            hand_over(StopIteration(), replace_unread=False)  # after the last frame is taken
         except Exception as error:  # handed to the consumer: PyAV raises its own types for a lost stream
-            latest.put(error)
-        else:
-            latest.put(StopIteration())
+            hand_over(error, replace_unread=False)
+        finally:
+            container.close()
 
-    reader = threading.Thread(target=read, name="graspcheck-frames", daemon=True)
-    reader.start()
+    threading.Thread(target=read, name="graspcheck-frames", daemon=True).start()
     last_frame = start
     try:
         while True:
@@ -200,7 +208,6 @@ def live_frames(name: str, format: str | None, options: dict, idle_exit: float |
             yield item
     finally:
         stop.set()
-        container.close()
 
 
 def folder_frames(folder: Path, idle_exit: float | None, poll_interval: float) -> Iterator[Frame]:
