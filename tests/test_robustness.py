@@ -311,7 +311,7 @@ def _interrupt(args, when):
     return process.returncode, stderr
 
 
-@pytest.mark.parametrize("seconds", [0.05, 0.3, 1.0])
+@pytest.mark.parametrize("seconds", [0.15, 0.3, 1.0])  # before 0.05 s the Python interpreter itself is starting
 def test_ctrl_c_during_start_up_prints_the_hint_and_no_traceback(tmp_path, seconds):
     data = small_dataset(tmp_path / "data")
     code, stderr = _interrupt(["train", data, "--recipe", "seed", "--img-size", 32, "--out", tmp_path / "run"],
@@ -465,3 +465,19 @@ def test_identical_runs_write_identical_checkpoints(tmp_path):
         result = graspcheck.train(data, epochs=1, seed=1, out=str(tmp_path / name), **FAST)
         digests.append(hashlib.sha256(result.last.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_extract_into_a_read_only_folder_is_one_line(tmp_path):
+    from test_extract import write_video
+
+    video = write_video(tmp_path / "videos" / "v.mp4", frames=5)
+    with read_only_folder(tmp_path / "ro") as folder:
+        result = run_cli("extract", video, "--label", "success", "--out", folder / "data")
+        _assert_one_line_error(result, str(folder / "data"))
+        assert "could not be read" not in result.stderr
+
+
+def test_ctrl_c_of_a_command_that_does_not_train_gives_no_resume_hint(trained, tmp_path):
+    code, stderr = _interrupt(["predict", trained.best, tmp_path], lambda process: time.sleep(0.3))
+    assert code == 130 and stderr.strip().splitlines()[-1] == "interrupted"
+    assert "--resume" not in stderr and "Traceback" not in stderr

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from .config import RECIPES, option_help
-from .console import INTERRUPTED, GraspcheckError
+from .console import GraspcheckError, exit_interrupted, interrupted_by_user
 
 app = typer.Typer(
     help="Tell from a camera image whether a robot grasp succeeded.",
@@ -375,6 +376,12 @@ def _restart_with_huge_pages() -> None:
         return
     environ = huge_page_environment(dict(os.environ), mode)
     if environ is not None:
+        # The signal mask survives exec: a Ctrl-C from here on waits until the new process has its handler
+        # (graspcheck.__main__), instead of killing the new interpreter while it starts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if signal.getitimer(signal.ITIMER_REAL)[0] > 0:  # a Ctrl-C deferred during an import is due
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            sys.exit(130)  # graspcheck.__main__ prints the line
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "graspcheck", *sys.argv[1:]], environ)
@@ -392,14 +399,14 @@ def options_of_every_command(
 
 def main() -> None:
     """Run the CLI: a GraspcheckError or a usage error ends with one line `error: ...` and exit status 2, Ctrl-C
-    with the resume hint and 130, never a traceback."""
-    _restart_with_huge_pages()
+    with one line (for training, how to resume) and 130, never a traceback."""
     # A file name that is not valid UTF-8 (os.fsdecode keeps its odd bytes as surrogates) is printed as its own
     # bytes, so that what is printed names the file; the default would print a replacement character.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
     try:
+        _restart_with_huge_pages()
         # Not standalone: click would print usage errors on several lines and swallow Ctrl-C as a bare exit 130.
         status = app(standalone_mode=False)
     except GraspcheckError as error:
@@ -409,16 +416,22 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         _fail(error.format_message().replace("\n", " "))
-    except (KeyboardInterrupt, typer.Abort):
-        _interrupted()
+    except typer.Abort:
+        exit_interrupted(sys.argv)
     except OSError as error:
+        if interrupted_by_user(error):
+            exit_interrupted(sys.argv)
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
         from .files import output_error
 
         _fail(str(output_error(error.filename or "a file", error)))
+    except BaseException as error:
+        if interrupted_by_user(error):
+            exit_interrupted(sys.argv)
+        raise
     if status == 130:  # typer's translation of KeyboardInterrupt, after every cleanup of the command ran
-        _interrupted()
+        exit_interrupted(sys.argv)
     sys.exit(status or 0)
 
 
@@ -426,7 +439,3 @@ def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     sys.exit(2)
 
-
-def _interrupted() -> None:
-    typer.echo(INTERRUPTED, err=True)
-    sys.exit(130)

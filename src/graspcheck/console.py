@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -14,7 +15,29 @@ def is_main_process() -> bool:
     return is_main_process()
 
 
-INTERRUPTED = "interrupted; a training run can continue with: graspcheck train --resume RUN_FOLDER"
+def interrupted_message(argv: list[str]) -> str:
+    """What the CLI prints on Ctrl-C: for a training command, how to continue the run."""
+    if any(arg in ("train", "demo") for arg in argv[1:]):
+        return "interrupted; a training run can continue with: graspcheck train --resume RUN_FOLDER"
+    return "interrupted"
+
+
+def interrupted_by_user(error: BaseException) -> bool:
+    """Whether Ctrl-C caused error: a KeyboardInterrupt that lands while a C extension initialises (matplotlib's
+    Agg backend, say) comes out as an ImportError whose context is the interrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def exit_interrupted(argv: list[str]) -> NoReturn:
+    """Print interrupted_message and end with status 130 (the command's cleanups have run by then)."""
+    sys.stderr.write(interrupted_message(argv) + "\n")
+    sys.exit(130)
 
 
 class GraspcheckError(Exception):

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .files import atomic_replace, atomic_write, read_csv
+from .files import atomic_replace, atomic_write, read_csv, writing
 from .console import GraspcheckError, describe_error, log, progress
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -166,7 +166,8 @@ def extract(
     if dedupe is not None and not 0 < dedupe < 1:
         raise GraspcheckError("--dedupe is a mean pixel difference between 0 and 1 (try 0.02)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / "manifest.csv")
     summary = ExtractSummary(out)
     for job in progress(jobs, desc="videos", unit="video"):
@@ -216,7 +217,8 @@ def _extract_video(job: VideoJob, out: Path, sampling: Sampling, shape: FrameSha
     """The manifest rows of one video's sampled frames; each frame written is added to new_frames."""
     episode = video_episode(job.path)
     folder = out / job.label
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     rows, previous = [], None
     for index, seconds, image in _sampled_frames(job.path, sampling):
         image = shape.apply(image)
