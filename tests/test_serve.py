@@ -4,6 +4,7 @@ WebSocket by graspcheck.Client and by httpx. Traffic goes to 127.0.0.1 only."""
 import hashlib
 import io
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -39,20 +40,25 @@ def free_port() -> int:
 
 
 def start_server(*args, timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+    """`graspcheck serve ARGS --port 0` in its own process; returns it and its URL, read from its first line."""
     env = {k: v for k, v in os.environ.items() if k != "GRASPCHECK_API_KEY"}
-    process = subprocess.Popen([sys.executable, "-m", "graspcheck", "serve", *map(str, args), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "graspcheck", "serve", *map(str, args), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
+    first_line: list[str] = []
+    reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    address = re.search(r"on (http://127\.0\.0\.1:\d+)", first_line[0] if first_line else "")
+    if address is None:
+        process.kill()
+        raise AssertionError(f"the server did not start: {first_line} {process.stderr.read()}")
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}: {process.stderr.read()}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
+            if httpx.get(address.group(1) + "/health", timeout=1).status_code == 200:
+                return process, address.group(1)
         except httpx.TransportError:
-            time.sleep(0.2)
+            time.sleep(0.05)
     process.kill()
     raise AssertionError("the server did not answer /health in time")
 
@@ -229,6 +235,15 @@ def test_other_addresses_need_a_key_or_insecure(host):
 def test_serve_on_all_interfaces_without_key_refuses_to_start(trained):
     result = run_cli("serve", trained.best, "--host", "0.0.0.0", "--port", free_port())
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "--api-key" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_taken_port_is_one_line(trained):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("serve", trained.best, "--port", taken.getsockname()[1])
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot listen on 127.0.0.1"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

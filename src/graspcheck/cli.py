@@ -271,7 +271,7 @@ def models_command() -> None:
 def serve_command(
     model: Path = typer.Argument(..., help="A .safetensors checkpoint, a run folder (its best checkpoint) or an exported .onnx file."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --api-key or --insecure."),
-    port: int = typer.Option(8000, callback=in_range(1, 65535), help="TCP port."),
+    port: int = typer.Option(8000, callback=in_range(0, 65535), help="TCP port (0: a free one, printed at start)."),
     api_key: Optional[str] = typer.Option(None, envvar="GRASPCHECK_API_KEY", help="Require this key ('Authorization: Bearer KEY' or 'X-API-Key: KEY') on every endpoint but /health."),
     insecure: bool = typer.Option(False, "--insecure", help="Listen beyond loopback without an API key (a network you trust)."),
     onnx: bool = typer.Option(False, "--onnx", help="Export a checkpoint to ONNX at start and run it with ONNX Runtime (an .onnx file always is)."),

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import ipaddress
+import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -369,14 +370,33 @@ def load_for_serving(path: str | Path, onnx: bool = False, device: str = "auto")
     return model, source, "onnxruntime" if source.suffix == ".onnx" else "pytorch"
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host and port (0: a free port), so that a taken port is reported before the model loads."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restarted server need not wait for TIME_WAIT
+        listener.bind(address)
+    except OSError as error:
+        raise GraspcheckError(f"cannot listen on {host} port {port}: {error.strerror or error}; choose another --port or --host") from None
+    return listener
+
+
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, insecure: bool = False,
           onnx: bool = False, limits: Limits = Limits(), device: str = "auto", access_log: bool = False) -> None:
-    """Serve verdicts until Ctrl-C (see the module's description and docs/serve.md)."""
+    """Serve verdicts until Ctrl-C (see the module's description and docs/serve.md); port 0 takes a free port."""
     import uvicorn
 
     check_exposure(host, api_key, insecure)
+    listener = listen(host, port)
     model, model_file, runtime = load_for_serving(model_path, onnx, device)
     app = create_app(model, model_file, runtime, limits, api_key)
-    print(f"serving {model.info.model} ({runtime}) from {model_file} on http://{host}:{port}  (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning",
-                ws_max_size=limits.max_body_bytes, server_header=False)
+    bound_port = listener.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"serving {model.info.model} ({runtime}) from {model_file} on http://{shown_host}:{bound_port}  (API docs: /docs)", flush=True)
+    config = uvicorn.Config(app, host=host, port=bound_port, access_log=access_log, log_level="info" if access_log else "warning",
+                            ws_max_size=limits.max_body_bytes, server_header=False)
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again for its caller: a clean end here
+        print("stopped", flush=True)
