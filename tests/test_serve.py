@@ -297,3 +297,12 @@ def test_onnx_export_on_the_fly(trained, frames):
     assert runtime == "onnxruntime" and source == Path(trained.best)
     reference = graspcheck.load(trained.best).predict(frames)
     assert [p.label for p in model.predict(frames)] == [p.label for p in reference]
+
+
+def test_client_without_a_server_says_so():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(GraspcheckError, match="cannot reach the graspcheck server"):
+            graspcheck.Client(f"http://127.0.0.1:{port}").predict(b"x")
+        assert not graspcheck.Client(f"http://127.0.0.1:{port}").health()

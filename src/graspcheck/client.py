@@ -118,16 +118,18 @@ class Client:
         One image goes to /predict; several go to /predict/batch, in batches of the server's limit. A bad
         image raises ServerError naming it."""
         named = _named(images)
+        if not named:
+            return []
         params = {"threshold": threshold} if threshold is not None else None
         if len(named) == 1:
             source, image = named[0]
             body = self._request("POST", "/predict", content=encode(image), params=params,
                                  headers={"Content-Type": "application/octet-stream"})
             return [Prediction(source, body["label"], body["p_success"])]
-        if self._max_batch is None and named:
-            self._max_batch = self.info()["limits"]["max_batch"]
+        if self._max_batch is None:
+            self._max_batch = int(self.info()["limits"]["max_batch"])
         predictions = []
-        for start in range(0, len(named), self._max_batch or 1):
+        for start in range(0, len(named), self._max_batch):
             chunk = named[start : start + self._max_batch]
             files = [("images", (source, encode(image), "application/octet-stream")) for source, image in chunk]
             body = self._request("POST", "/predict/batch", files=files, params=params)
