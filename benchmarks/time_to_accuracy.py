@@ -1,6 +1,6 @@
 """Accuracy and time of training recipes on the demo's simulated data, side by side from one run.
 
-Each candidate trains on the demo's training set (distinct grasp attempts, 2 frames each) with a wall-clock
+Each candidate trains on the demo's training set (distinct grasp attempts, one frame each) with a wall-clock
 budget, then its best checkpoint (by validation) is evaluated on the demo's held-out test set (one frame of
 each of 500 attempts from another seed). Balanced accuracy, precision and recall of success come with 95%
 intervals from a bootstrap over episodes.
@@ -21,10 +21,9 @@ import graspcheck
 from graspcheck.demo import TEST_SET, TRAIN_SET, simulated_dataset
 
 CANDIDATES = {
-    "default": dict(recipe="default"),  # ImageNet-pretrained EfficientNet-Lite0, fine-tuned
-    "default-128px": dict(recipe="default", img_size=128),
+    "default": dict(recipe="default"),  # ImageNet-pretrained EfficientNet-Lite0, fine-tuned at 224 px
+    "default-160px": dict(recipe="default", img_size=160),
     "default-192px": dict(recipe="default", img_size=192),
-    "default-224px": dict(recipe="default", img_size=224),
     "linear-probe": dict(recipe="default", freeze_backbone=True, lr=0.01),  # pretrained features, classifier only
     "scratch": dict(recipe="scratch"),  # MobileNetV3-small from random initialisation, 96 px
     "scratch-lite0": dict(recipe="default", pretrained=False, lr=0.003, backbone_lr=None, epochs=15),

@@ -130,6 +130,6 @@ def test_demo_runs_end_to_end_from_the_cli(tmp_path):
     assert (tmp_path / "run" / "weights" / "best.safetensors").is_file()
     assert (tmp_path / "run" / "test_evaluation" / "metrics.json").is_file()
     cached = sorted(p.name for p in (tmp_path / "cache" / "graspcheck").iterdir())
-    assert cached == ["test-adroit-seed1-n4-s224-f1", "train-adroit-seed0-n8-s224-f2"]
+    assert cached == ["test-adroit-seed1-n4-s224-f1", "train-adroit-seed0-n8-s224-f1"]
     again = subprocess.run(command[:-1] + [str(tmp_path / "run2")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "using the simulated dataset" in again.stderr  # the cache is reused

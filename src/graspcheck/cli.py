@@ -69,7 +69,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, help=option_help("device", "auto, cpu or cuda.")),
     fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help=option_help("fast", "Channels-last memory and bfloat16 autocast where supported.")),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=option_help("compile", "torch.compile the model for training (a minute or two of compiling first).")),
-    workers: Optional[int] = typer.Option(None, help="Processes that augment the next batches while the model trains (0: in the training process). [default: half the cores with augmentation, 0 without]"),
+    workers: Optional[int] = typer.Option(None, help=option_help("workers", "Processes that augment the next batches while the model trains (0: in the training process; None: half the cores).")),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/train/expN, a new one each run)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder given as --out (only one graspcheck wrote)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder with its own options."),
@@ -241,7 +241,7 @@ def simulate_command(
 
 @app.command("demo")
 def demo_command(
-    per_class: int = typer.Option(1000, help="Simulated training images per class (2 frames of each grasp attempt)."),
+    per_class: int = typer.Option(1000, help="Simulated training images per class (1 frame of each grasp attempt)."),
     test_per_class: int = typer.Option(250, help="Simulated held-out test images per class (1 frame of each attempt)."),
     epochs: Optional[int] = typer.Option(None, help="Override the default recipe's number of epochs."),
     img_size: Optional[int] = typer.Option(None, help="Override the default recipe's input size."),

@@ -29,7 +29,7 @@ class SimulatedSet:
     seed: int
 
 
-TRAIN_SET = SimulatedSet("train", per_class=1000, frames=2, seed=0)
+TRAIN_SET = SimulatedSet("train", per_class=1000, frames=1, seed=0)
 TEST_SET = SimulatedSet("test", per_class=250, frames=1, seed=1)
 
 
