@@ -131,18 +131,16 @@ def breakdown(case: str, images: Path, repeats: int) -> None:
 
     with tempfile.TemporaryDirectory() as models:
         model = graspcheck.load(make_model(case, Path(models)), device="cpu")
-        preprocess, network = model.info.preprocess, model.network
+        preprocess = model.info.preprocess
         files = sorted(images.iterdir())[:100]
         decoded = [decode(path) for path in files]
         resized = [preprocess.resize(to_rgb(image))[None] for image in decoded]
-        normalized = [preprocess.normalize_array(pixels) for pixels in resized]
         steps = {
             "open + decode PNG": (decode, files),
             "to_rgb": (to_rgb, decoded),
             "resize": (preprocess.resize, decoded),
-            "normalize": (preprocess.normalize_array, resized),
-            # In PyTorch the normalisation is part of the model call.
-            "network": (network.logits, normalized) if hasattr(network, "logits") else (model.success_probabilities, resized),
+            # Normalisation and softmax are part of the model (in the ONNX graph too).
+            "model (uint8 in)": (model.backend.probabilities, resized),
             "the steps in sequence": (lambda path: model.success_probabilities(preprocess.load(path)[None], 1), files),
             "predict(path)": (model.predict, files),
         }

@@ -169,13 +169,3 @@ def test_split_csv_records_every_image(dataset, tmp_path):
     for row in rows:
         by_episode.setdefault(row["episode"], set()).add(row["split"])
     assert all(len(v) == 1 for v in by_episode.values())
-
-
-def test_numpy_normalisation_for_onnx_runtime_matches_the_pytorch_one():
-    import torch
-
-    preprocess = Preprocess(size=(8, 6), mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))
-    batch = np.random.default_rng(0).integers(0, 256, size=(3, 8, 6, 3), dtype=np.uint8)
-    as_array = preprocess.normalize_array(batch)
-    assert as_array.dtype == np.float32 and as_array.shape == (3, 3, 8, 6) and as_array.flags["C_CONTIGUOUS"]
-    np.testing.assert_allclose(as_array, preprocess.normalize(torch.from_numpy(batch)).numpy(), atol=1e-5)

@@ -19,7 +19,7 @@ def test_onnx_predictions_match_pytorch_within_1e_4(trained, onnx_file):
     images = [p for p, _ in _split_paths(trained.run_dir, "val")] + [p for p, _ in _split_paths(trained.run_dir, "test")]
     torch_predictions = graspcheck.load(trained.best).predict(images)
     onnx_model = graspcheck.load(onnx_file)
-    assert type(onnx_model.network).__name__ == "OnnxNetwork"
+    assert type(onnx_model.backend).__name__ == "OnnxNetwork"
     onnx_predictions = onnx_model.predict(images)
     assert [p.source for p in onnx_predictions] == [p.source for p in torch_predictions]
     for a, b in zip(torch_predictions, onnx_predictions):
@@ -33,15 +33,34 @@ def test_onnx_file_carries_the_checkpoint_metadata(trained, onnx_file):
     assert onnx_model.info.to_json() == torch_model.info.to_json()
 
 
+def test_raw_pixels_through_onnx_runtime_alone_match_graspcheck_predict(trained, onnx_file):
+    """What a robot stack in another language does: read the metadata, resize, feed uint8 RGB, read p(success)."""
+    import numpy as np
+    import onnxruntime
+    from PIL import Image
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    metadata = json.loads(session.get_modelmeta().custom_metadata_map["graspcheck"])
+    assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["layout"] == "NHWC"
+    height, width = metadata["preprocess"]["size"]
+    assert metadata["preprocess"]["interpolation"] == "bilinear"
+    paths = [p for p, _ in _split_paths(trained.run_dir, "val")]
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((width, height), Image.Resampling.BILINEAR)) for p in paths])
+    (p_success,) = session.run(None, {session.get_inputs()[0].name: pixels})
+    expected = [p.success_probability for p in graspcheck.load(trained.best).predict(paths)]
+    assert p_success.shape == (len(paths),)
+    np.testing.assert_allclose(p_success, expected, atol=1e-4)
+
+
 def test_torchscript_export_runs_and_carries_metadata(trained, tmp_path):
     path = export(trained.run_dir, "torchscript", out=tmp_path / "model.pt")
     extra = {"graspcheck.json": ""}
     scripted = torch.jit.load(str(path), _extra_files=extra)
     info = json.loads(extra["graspcheck.json"])
     assert info["class_names"] == ["not_success", "success"] and info["preprocess"]["size"] == [32, 32]
-    x = torch.randn(3, 3, 32, 32)
-    reference = graspcheck.load(trained.best).network
-    assert torch.allclose(scripted(x), reference(x), atol=1e-5)
+    pixels = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    reference = graspcheck.load(trained.best).success_probabilities(pixels)
+    assert torch.allclose(scripted(pixels), reference, atol=1e-5)
 
 
 def test_cli_export_and_predict_with_onnx(trained, tmp_path):

@@ -1,10 +1,13 @@
 """Export a checkpoint for deployment: ONNX (run by ONNX Runtime, also through graspcheck.load and
-predict) or TorchScript. Each exported file carries the checkpoint's metadata (architecture, input size,
-normalisation, class names, threshold) under the key "graspcheck"."""
+predict) or TorchScript. The exported model is self-contained: it takes uint8 RGB pixels (N, H, W, 3),
+already resized to the model's input size, and returns p(success) (N,); normalisation and softmax are in
+the graph. Each file carries the checkpoint's metadata (architecture, input size and interpolation, class
+names, threshold) under the key "graspcheck", with the input's layout spelled out under "input"."""
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from .console import GraspcheckError
 from .predict import find_checkpoint, load
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+# What a robot stack in any language needs to feed an exported model.
+INPUT_LAYOUT = {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+                "resize": "to preprocess.size (height, width) with preprocess.interpolation", "output": "p_success, float32 (N,)"}
 
 
 def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None = None, overwrite: bool = False,
@@ -39,15 +45,16 @@ def export(checkpoint: str | Path, format: str = "onnx", out: str | Path | None 
     if target.exists() and not overwrite:
         raise GraspcheckError(f"{target} exists; choose another --out or pass --overwrite")
     height, width = model.info.preprocess.size
-    example = torch.zeros(1, 3, height, width)
-    metadata = model.info.to_json()
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)  # batch 2: dynamo would specialise a batch of 1
+    metadata = json.dumps({**json.loads(model.info.to_json()), "input": INPUT_LAYOUT})
+    pipeline = model.backend.pipeline
     if format == "onnx":
-        atomic_replace(target, lambda tmp: _export_onnx(model.network, example, metadata, tmp, int8))
+        atomic_replace(target, lambda tmp: _export_onnx(pipeline, example, metadata, tmp, int8))
     else:
         with warnings.catch_warnings():
             # PyTorch marks TorchScript deprecated; it is still what many robot stacks (C++ libtorch) load.
             warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(model.network, example)
+            traced = torch.jit.trace(pipeline, example)
             buffer = io.BytesIO()  # in memory first: torch's file writer reports a full disk as an unexplained failure
             torch.jit.save(traced, buffer, _extra_files={f"{METADATA_KEY}.json": metadata})
         with atomic_write(target, "wb") as f:
@@ -64,16 +71,19 @@ def _export_onnx(network: torch.nn.Module, example: torch.Tensor, metadata: str,
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not the user's concern
-        program = torch.onnx.export(network, (example,), input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+        program = torch.onnx.export(network, (example,), input_names=["images"], output_names=["p_success"],
+                                    dynamic_shapes={"pixels": {0: batch}}, dynamo=True, verbose=False)
     model = program.model_proto
     model.metadata_props.add(key=METADATA_KEY, value=metadata)
     onnx.save(model, str(path))
     if int8:
         float_model = path.with_name(path.name + ".fp32")
         path.rename(float_model)
-        logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs advice through the root logger
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser logs advice through the root logger; only while it runs
         try:
             quantize_dynamic(str(float_model), str(path), weight_type=QuantType.QInt8)  # keeps the metadata
         finally:
+            root.setLevel(level)
             float_model.unlink(missing_ok=True)

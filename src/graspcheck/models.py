@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .console import GraspcheckError
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 ModelFactory = Callable[[int, tuple[int, int]], nn.Module]
 TIMM_PREFIX = "timm/"  # timm/NAME: any timm architecture, e.g. timm/resnet10t
@@ -93,6 +93,20 @@ def create_model(name: str, num_classes: int = 2, input_size: tuple[int, int] = 
         for parameter in getattr(network, entry.head).parameters():
             nn.init.zeros_(parameter)
     return network
+
+
+class PixelsToProbability(nn.Module):
+    """A network with its preprocessing and softmax: uint8 RGB pixels (N, H, W, 3) at the model's input size
+    in, p(success) (N,) out. GraspModel runs it and export writes it, so an exported model needs nothing of
+    graspcheck's: the normalisation is Preprocess.normalize, the one training uses."""
+
+    def __init__(self, network: nn.Module, preprocess: Preprocess):
+        super().__init__()
+        self.network = network
+        self.preprocess = preprocess
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.network(self.preprocess.normalize(pixels)).float(), dim=1)[:, 1]
 
 
 def head_parameters(network: nn.Module, name: str) -> list[nn.Parameter]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Protocol, Union
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 from .checkpoint import METADATA_KEY, CheckpointInfo, fit_weights, invalid_checkpoint, load_checkpoint, read_info
 from .console import GraspcheckError, describe_error, log
 from .data import available_cores, iter_decoded, list_images
-from .models import create_model
+from .models import PixelsToProbability, create_model
 from .transforms import Preprocess, to_rgb
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -55,9 +55,10 @@ class GraspModel:
     """Weights plus the preprocessing, class names and threshold they were trained with."""
 
     def __init__(self, network: nn.Module | OnnxNetwork, info: CheckpointInfo, device: torch.device | str = "cpu"):
+        """network: a PyTorch network (run with its preprocessing on device) or an exported ONNX model."""
         self.info = info
         self.device = torch.device(device)
-        self.network = network.to(self.device).eval() if isinstance(network, nn.Module) else network
+        self.backend: Backend = network if isinstance(network, OnnxNetwork) else TorchNetwork(network, info.preprocess, self.device)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "GraspModel":
@@ -77,17 +78,10 @@ class GraspModel:
     def class_names(self) -> tuple[str, str]:
         return self.info.class_names
 
-    @torch.inference_mode()
     def success_probabilities(self, pixels: torch.Tensor | np.ndarray, batch_size: int = 64) -> torch.Tensor:
         """uint8 images (N, H, W, 3) at the model's input size -> probability of success for each, (N,)."""
-        if isinstance(self.network, OnnxNetwork):
-            return torch.from_numpy(self.network.success_probabilities(np.asarray(pixels), self.info.preprocess, batch_size))
-        pixels = torch.as_tensor(pixels)
-        chunks = []
-        for start in range(0, len(pixels), batch_size):
-            batch = self.info.preprocess.normalize(pixels[start : start + batch_size].to(self.device))
-            chunks.append(torch.softmax(self.network(batch).float(), dim=1)[:, 1].cpu())
-        return torch.cat(chunks) if chunks else torch.empty(0)
+        chunks = [self.backend.probabilities(pixels[start : start + batch_size]) for start in range(0, len(pixels), batch_size)]
+        return torch.from_numpy(np.concatenate(chunks)) if chunks else torch.empty(0)
 
     def verdicts(self, probabilities: torch.Tensor, threshold: float | None = None) -> list[str]:
         cut = self.info.threshold if threshold is None else check_threshold(threshold)
@@ -148,8 +142,27 @@ class GraspModel:
         return [Prediction(source, label, p) for (source, _), label, p in zip(batch, labels, probabilities.tolist())]
 
 
+class Backend(Protocol):
+    """What runs a model: uint8 RGB pixels (N, H, W, 3) at its input size -> p(success), float32 (N,)."""
+
+    def probabilities(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+
+class TorchNetwork:
+    """A PyTorch network with its preprocessing and softmax (models.PixelsToProbability) on a device."""
+
+    def __init__(self, network: nn.Module, preprocess: Preprocess, device: torch.device):
+        self.pipeline = PixelsToProbability(network.to(device).eval(), preprocess)
+        self.device = device
+
+    @torch.inference_mode()
+    def probabilities(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.pipeline(torch.as_tensor(pixels).to(self.device)).cpu().numpy()
+
+
 class OnnxNetwork:
-    """An exported ONNX model run by ONNX Runtime on NumPy arrays: PyTorch stays out of the per-frame path."""
+    """An exported model run by ONNX Runtime on NumPy arrays: PyTorch stays out of the per-frame path. The
+    graph takes uint8 RGB pixels (N, H, W, 3) and returns p(success): preprocessing and softmax are inside."""
 
     def __init__(self, session):
         self.session = session
@@ -174,22 +187,18 @@ class OnnxNetwork:
         if METADATA_KEY not in metadata:
             raise GraspcheckError(f"{path} has no graspcheck metadata; export it with 'graspcheck export'")
         info = read_info(metadata[METADATA_KEY], path)
-        shape = session.get_inputs()[0].shape  # [batch, 3, height, width]; a named dimension is free
-        fixed = [v for v in shape[2:] if isinstance(v, int)]
+        graph_input = session.get_inputs()[0]
+        if graph_input.type != "tensor(uint8)":
+            raise GraspcheckError(f"{path} takes {graph_input.type} input, an export format this graspcheck does not run; "
+                                  "export its checkpoint again with 'graspcheck export'")
+        shape = graph_input.shape  # [batch, height, width, 3]; a named dimension is free
+        fixed = [v for v in shape[1:3] if isinstance(v, int)]
         if len(shape) != 4 or (len(fixed) == 2 and tuple(fixed) != tuple(info.preprocess.size)):
             raise invalid_checkpoint(path, f"its network takes input {shape}, not the {info.preprocess.size} its metadata names")
         return cls(session), info
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
-
-    def success_probabilities(self, pixels: np.ndarray, preprocess: Preprocess, batch_size: int) -> np.ndarray:
-        chunks = [self.logits(preprocess.normalize_array(pixels[start : start + batch_size])) for start in range(0, len(pixels), batch_size)]
-        if not chunks:
-            return np.empty(0, dtype=np.float32)
-        logits = np.concatenate(chunks)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, shifted so that exp cannot overflow
-        return exp[:, 1] / exp.sum(axis=1)
+    def probabilities(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
 
 
 def check_threshold(threshold: float) -> float:
