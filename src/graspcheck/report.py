@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+# matplotlib's object API draws without pyplot's global state or backend: importing this module changes
+# nothing for the rest of the process, and no display is needed (robots, servers, CI).
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on robots, servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .files import atomic_replace  # noqa: E402
+from .files import atomic_replace
 
 
 def plot_history(rows: list[dict], class_names: tuple[str, str], path: str | Path) -> None:
     """Loss and per-class accuracy per epoch (train, val, and test where it was measured) as one PNG."""
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
@@ -33,7 +33,6 @@ def plot_history(rows: list[dict], class_names: tuple[str, str], path: str | Pat
     ax_acc.legend(fontsize=8)
     fig.tight_layout()
     atomic_replace(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 def plot_mistakes(mistakes: list[tuple[str, str, str, float]], path: str | Path, limit: int = 24) -> None:
@@ -43,7 +42,8 @@ def plot_mistakes(mistakes: list[tuple[str, str, str, float]], path: str | Path,
     shown = mistakes[:limit]
     columns = min(6, max(1, len(shown)))
     rows = max(1, -(-len(shown) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * columns, 2.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (image_path, true, predicted, probability) in zip(axes.flat, shown):
@@ -54,4 +54,3 @@ def plot_mistakes(mistakes: list[tuple[str, str, str, float]], path: str | Path,
         axes.flat[0].text(0.5, 0.5, "no wrongly classified images", ha="center", va="center")
     fig.tight_layout()
     atomic_replace(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
