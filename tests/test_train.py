@@ -360,3 +360,14 @@ def test_float16_mixed_precision_scales_the_loss_and_learns():
     assert losses[-1] < 0.5 * losses[0]
     assert scaler.get_scale() > 0 and all(torch.isfinite(p).all() for p in network.parameters())
     assert network.block1[0].weight.dtype == torch.float32  # weights stay float32
+
+
+def test_the_best_checkpoint_has_the_lowest_validation_loss_not_a_one_image_accuracy_lead():
+    from graspcheck.training import best_checkpoint_key
+
+    epoch3 = {"val_loss": 0.2361, "val_balanced_acc": 0.990}
+    epoch4 = {"val_loss": 0.2353, "val_balanced_acc": 0.987}
+    assert best_checkpoint_key(epoch4, 4) > best_checkpoint_key(epoch3, 3)
+    tie = {"val_loss": 0.2353, "val_balanced_acc": 0.990}
+    assert best_checkpoint_key(tie, 5) > best_checkpoint_key(epoch4, 4)
+    assert best_checkpoint_key({}, 2) > best_checkpoint_key({}, 1)  # no validation split: the later epoch
