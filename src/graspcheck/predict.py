@@ -174,10 +174,10 @@ class OnnxNetwork:
 
         try:
             options = onnxruntime.SessionOptions()
-            # Half the cores for ORT, the rest for the threads that decode the next images of a folder.
-            # On 2 cores one ORT thread gave the same folder throughput and a lower single-frame latency
-            # (2.5 vs 2.9 ms) than two, which wake each other for every one of the network's small ops.
-            options.intra_op_num_threads = max(1, available_cores() // 2)
+            # Every core for ORT: for the default EfficientNet-Lite0 at 224 px, 2 threads on 2 cores gave
+            # 6.9 ms from PNG to verdict and 147 images/s over a folder, 1 thread 10.3 ms and 87 images/s
+            # (benchmarks/inference_speed.py); for the small scratch model the two were within 10%.
+            options.intra_op_num_threads = available_cores()
             # Idle ORT threads otherwise spin for a while after each run, taking cores from the decoding.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
