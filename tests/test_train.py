@@ -371,3 +371,10 @@ def test_the_best_checkpoint_has_the_lowest_validation_loss_not_a_one_image_accu
     tie = {"val_loss": 0.2353, "val_balanced_acc": 0.990}
     assert best_checkpoint_key(tie, 5) > best_checkpoint_key(epoch4, 4)
     assert best_checkpoint_key({}, 2) > best_checkpoint_key({}, 1)  # no validation split: the later epoch
+
+
+def test_the_augment_choices_are_the_augmentation_presets():
+    from graspcheck.config import AUGMENT_CHOICES
+    from graspcheck.transforms import AUGMENT_RANGES
+
+    assert AUGMENT_CHOICES == ("none", *AUGMENT_RANGES)

@@ -11,7 +11,7 @@ BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 MIN_IMG_SIZE = 32
-AUGMENT_CHOICES = ("none", "light", "strong")  # transforms.AUGMENT_PRESETS; kept here so the CLI need not import torch
+AUGMENT_CHOICES = ("none", "light", "strong")  # "none" and transforms.AUGMENT_RANGES (tested); here so the CLI need not import torch
 
 
 @dataclass

@@ -211,12 +211,11 @@ def build_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Opti
 def train_mode(network: nn.Module, config: TrainConfig) -> None:
     """Training mode, except that a frozen backbone stays in evaluation mode: its BatchNorm layers keep the
     pretrained statistics instead of drifting with the small batches of a grasp dataset."""
-    network.train()
     if config.freeze_backbone:
-        head = getattr(network, model_entry(config.model).head)
-        for module in network.modules():
-            if module is not head and not any(module is m for m in head.modules()):
-                module.eval()
+        network.eval()
+        getattr(network, model_entry(config.model).head).train()
+    else:
+        network.train()
 
 
 def _batches_per_epoch(n: int, batch_size: int) -> int:

@@ -142,7 +142,6 @@ AUGMENT_RANGES: dict[str, AugmentRanges] = {
     "strong": AugmentRanges(crop_area=(0.6, 1.0), crop_ratio=(0.8, 1.25), flip=0.5, rotation=10.0, brightness=0.4,
                             contrast=0.4, saturation=0.4, hue=0.05, grayscale=0.05, blur=0.2, blur_sigma=(0.1, 1.5), noise=0.03),
 }
-AUGMENT_PRESETS = ("none", *AUGMENT_RANGES)
 
 
 def sample_augmentation(preset: str, generator: torch.Generator | None = None) -> dict:
