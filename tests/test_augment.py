@@ -1,5 +1,7 @@
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -45,12 +47,16 @@ def test_every_class_reaches_the_target_with_originals_unchanged(unbalanced, tmp
 
 
 def test_same_seed_same_bytes_other_seed_other_images(unbalanced, tmp_path):
-    graspcheck.augment_dataset(unbalanced, tmp_path / "a", per_class=20, seed=1)
-    graspcheck.augment_dataset(unbalanced, tmp_path / "b", per_class=20, seed=1)
+    graspcheck.augment_dataset(unbalanced, tmp_path / "a", per_class=20, seed=1, preview=True)
+    graspcheck.augment_dataset(unbalanced, tmp_path / "b", per_class=20, seed=1, preview=True)
     graspcheck.augment_dataset(unbalanced, tmp_path / "c", per_class=20, seed=2)
+    # The originals, 8 generated not_success images and the preview.
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
-    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert len(files) == 12 + 30 + 8 + 1 and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     assert manifest(tmp_path / "a") == manifest(tmp_path / "b") != manifest(tmp_path / "c")
+    # Each class and each copy draws from its own stream: no two generated images share their parameters.
+    generated = [row["augmentation"] for row in manifest(tmp_path / "a") if row["parent"]]
+    assert len(generated) == 8 and len(set(generated)) == len(generated)
 
 
 def test_no_augmented_copy_lands_in_another_split_than_its_original(unbalanced, tmp_path):
@@ -72,7 +78,9 @@ def test_cli_augment_with_preview(unbalanced, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "not_success: 12 originals + 24 generated" in result.stdout
     with Image.open(tmp_path / "out" / "preview.png") as preview:
-        assert preview.width > 2 * 128 and preview.height >= 6 * 128  # six originals, each beside its copies
+        # Three originals of each class, each beside its copies (two at most: 24 for 12 not_success images),
+        # in tiles of 2.4 inches (and 0.35 for the title) at 90 dpi.
+        assert preview.size == pytest.approx((3 * 216, 6 * 247.5), abs=6)
     assert json.loads((tmp_path / "out" / "augment.json").read_text())["options"]["preset"] == "light"
 
 
@@ -91,3 +99,13 @@ def test_augment_never_touches_what_the_user_owns(unbalanced, tmp_path):
     make_dataset(tmp_path / "split" / "train", episodes_per_class=2, frames=2)
     make_dataset(tmp_path / "split" / "test", episodes_per_class=2, frames=2)
     assert "augment its training folder only" in run_cli("augment", tmp_path / "split", "--out", tmp_path / "y").stderr
+
+
+def test_the_preview_grid_leaves_matplotlibs_backend_and_pyplot_alone(tmp_path):
+    code = ("import sys, matplotlib, numpy as np; matplotlib.use('svg'); from graspcheck.plots import image_grid; "
+            f"image_grid([np.zeros((8, 8, 3), np.uint8), None], ['black', ''], r'{tmp_path / 'grid.png'}'); "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "svg False", result.stderr
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.format == "PNG" and grid.width > grid.height  # two cells side by side

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 import graspcheck
-from graspcheck.data import Sample, decode_paths, episode_by_rule, order_classes, scan_dataset, split_by_episode
+from graspcheck.data import (Sample, decode_paths, episode_by_rule, order_classes, scan_dataset, seed_sequence, split_by_episode,
+                             torch_seed)
 from graspcheck.transforms import Preprocess
 
 
@@ -169,3 +170,13 @@ def test_split_csv_records_every_image(dataset, tmp_path):
     for row in rows:
         by_episode.setdefault(row["episode"], set()).add(row["split"])
     assert all(len(v) == 1 for v in by_episode.values())
+
+
+def test_seeded_streams_are_repeatable_and_distinct_for_every_key():
+    assert torch_seed(3, 1, 2) == torch_seed(3, 1, 2)
+    keys = [(3,), (3, 0), (3, 0, 0), (3, 1), (4, 0), (-3, 0), (3, 1, 0), (3, 0, 1)]
+    assert len({torch_seed(*key) for key in keys}) == len(keys)  # trailing zeros count too
+    assert all(0 <= torch_seed(*key) < 2**64 for key in keys)  # what torch.Generator.manual_seed takes
+    # The stream of a part is the one SeedSequence.spawn would give it.
+    spawned = np.random.SeedSequence(3).spawn(2)[1].spawn(3)[2]
+    assert (seed_sequence(3, 1, 2).generate_state(4) == spawned.generate_state(4)).all()

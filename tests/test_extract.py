@@ -8,6 +8,7 @@ from PIL import Image
 import graspcheck
 from graspcheck.data import scan_dataset, split_by_episode
 from graspcheck.extraction import FrameShape, Sampling, extract
+from graspcheck.manifest import EXTRACTED_COLUMNS, read_attributes
 from test_predict_evaluate import run_cli
 
 FPS = 10
@@ -87,6 +88,9 @@ def test_running_twice_adds_nothing_and_overwrites_nothing(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in first.items())
     rows = manifest_rows(tmp_path / "data")
     assert sorted(int(r["frame"]) for r in rows) == [0, 5, 10, 15, 20, 25] and len({r["path"] for r in rows}) == len(rows)
+    assert list(rows[0]) == list(EXTRACTED_COLUMNS)
+    attributes = read_attributes(tmp_path / "data")
+    assert {a["source"] for a in attributes.values()} == {str(video.resolve())} and len(attributes) == 6
 
 
 def test_dedupe_drops_a_robot_standing_still(tmp_path):

@@ -306,3 +306,23 @@ def test_client_without_a_server_says_so():
         with pytest.raises(GraspcheckError, match="cannot reach the graspcheck server"):
             graspcheck.Client(f"http://127.0.0.1:{port}").predict(b"x")
         assert not graspcheck.Client(f"http://127.0.0.1:{port}").health()
+
+
+def test_the_client_loads_no_torch():
+    code = ("import sys, graspcheck, graspcheck.client; "
+            "assert graspcheck.Prediction is graspcheck.client.Prediction and graspcheck.Client is graspcheck.client.Client; "
+            "assert 'torch' not in sys.modules, 'torch'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_client_expands_folders_and_refuses_a_missing_path_before_sending(tmp_path, frames):
+    from graspcheck.client import _named
+
+    (tmp_path / "sub").mkdir()
+    Image.open(frames[0]).save(tmp_path / "sub" / "b.png")
+    Image.open(frames[1]).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [source for source, _ in _named(tmp_path)] == [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.png")]
+    with pytest.raises(GraspcheckError, match="does not exist"):
+        graspcheck.Client("http://127.0.0.1:9").predict(tmp_path / "missing.png")

@@ -5,8 +5,10 @@ import hashlib
 import json
 
 import pytest
+from PIL import Image
 
 import graspcheck
+from graspcheck.manifest import SIMULATED_COLUMNS, read_attributes
 from graspcheck.simulate import simulate
 from graspcheck.simulate.episode import HELD_MIN_LIFT, OffscreenRenderer, run_episode, sample_params
 from graspcheck.simulate.hand import ADROIT
@@ -29,12 +31,16 @@ def test_both_classes_reach_exactly_their_quota(simulated):
         assert len(list((simulated / label).glob("*.png"))) == 5
     info = json.loads((simulated / "simulation.json").read_text())
     assert info["images"] == {"not_success": 5, "success": 5}
-    assert (simulated / "samples.png").is_file()
+    with Image.open(simulated / "samples.png") as samples:
+        # A row a class of the first frames of its episodes (3 at least, as 5 images at 2 frames an episode
+        # need 3), in tiles of 2.4 inches and 0.35 for the title at 90 dpi.
+        assert samples.height == pytest.approx(2 * 247.5, abs=6) and samples.width >= 3 * 216 - 6
 
 
 def test_manifest_matches_the_files(simulated):
     with open(simulated / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(SIMULATED_COLUMNS)
     assert sorted(r["path"] for r in rows) == sorted(_digest(simulated))
     for row in rows:
         assert row["path"].startswith(row["label"] + "/")
@@ -133,3 +139,11 @@ def test_demo_runs_end_to_end_from_the_cli(tmp_path):
     assert cached == ["test-adroit-seed1-n4-s224-f1", "train-adroit-seed0-n8-s224-f1"]
     again = subprocess.run(command[:-1] + [str(tmp_path / "run2")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "using the simulated dataset" in again.stderr  # the cache is reused
+
+
+def test_the_attributes_of_each_image_are_its_episodes_draw_and_outcome(simulated):
+    attributes = read_attributes(simulated)
+    assert sorted(attributes) == sorted((simulated / path).resolve() for path in _digest(simulated))
+    for values in attributes.values():
+        assert list(values) == list(SIMULATED_COLUMNS[3:])
+        assert values["object"] in {"sphere", "box", "cylinder", "capsule", "ellipsoid"} and float(values["object_mass"]) > 0

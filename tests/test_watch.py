@@ -14,7 +14,7 @@ import pytest
 
 import graspcheck
 from graspcheck.console import GraspcheckError
-from graspcheck.watch import Smoother, watch
+from graspcheck.watch import Smoother, folder_frames, watch
 from imagegen import draw_frame
 
 FAILED_THEN_HELD = [False] * 4 + [True] * 6  # a grasp that is seen failing, then holding
@@ -160,3 +160,11 @@ def test_watch_a_stream_url_judges_the_newest_frames(trained, tmp_path):
     times = [float(row.source.rstrip("s")) for row in rows]
     assert times == sorted(times)
     assert all(row.smoothed == row.label for row in rows)
+
+
+def test_a_watched_folder_yields_its_images_only(tmp_path):
+    for name in ("b.png", "a.jpg", ".hidden.png", "frame.png.part"):
+        draw_frame(True, random.Random(0), (180, 190, 200), (40, 30, 20)).save(tmp_path / name, format="PNG")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    (tmp_path / "sub.png").mkdir()
+    assert [frame.source for frame in folder_frames(tmp_path, idle_exit=0.1, poll_interval=0.01)] == ["a.jpg", "b.png"]

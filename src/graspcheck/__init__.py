@@ -23,7 +23,7 @@ _EXPORTS = {
     "FrameShape": "extraction",
     "GraspModel": "predict",
     "GraspcheckError": "console",
-    "Prediction": "predict",
+    "Prediction": "verdict",
     "Sampling": "extraction",
     "TrainConfig": "config",
     "TrainResult": "training",

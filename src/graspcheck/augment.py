@@ -7,7 +7,6 @@ parameters that made it, and its parent's episode, so a split never separates a 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +17,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .files import atomic_write, building_folder, listed_in_manifest, writing
+from .files import atomic_write, building_folder, writing
 from .console import GraspcheckError, describe_error, log, progress
-from .data import Sample, decode_threads, scan_dataset
+from .data import Sample, decode_threads, scan_dataset, seed_sequence, torch_seed
+from .manifest import AUGMENTED_COLUMNS, MANIFEST_NAME, Manifest, listed_in_manifest
 from .transforms import AUGMENT_RANGES, apply_augmentation, check_pixel_limit, sample_augmentation, to_rgb
 
-MANIFEST_COLUMNS = ["path", "label", "episode", "parent", "augmentation"]
-METADATA_FILES = ("manifest.csv", "augment.json", "preview.png")
-PREVIEW_PARENTS, PREVIEW_COPIES, PREVIEW_SIZE = 6, 5, 128
+METADATA_FILES = (MANIFEST_NAME, "augment.json", "preview.png")
+PREVIEW_PARENTS, PREVIEW_COPIES = 6, 5
+PREVIEW_PIXELS = 256  # a preview tile's longest side: the grid shows it smaller, and memory holds thumbnails only
 
 
 @dataclass
@@ -72,10 +72,7 @@ def augment_dataset(data: str | Path, out: str | Path, per_class: int = 1000, pr
             if len(originals) > per_class:
                 log(f"{name}: {len(originals)} images already, more than --per-class {per_class}; copied without additions")
             preview_pairs += _preview_pairs(copies, generated, jobs)
-        with atomic_write(partial / "manifest.csv") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        Manifest(partial, AUGMENTED_COLUMNS, rows).write()
         options = dict(source=str(scanned.root.resolve()), per_class=per_class, preset=preset, seed=seed)
         with atomic_write(partial / "augment.json") as f:
             json.dump({"options": options, "originals": summary.originals, "generated": summary.generated}, f, indent=2)
@@ -130,11 +127,12 @@ def _below_class_folder(path: Path, root: Path) -> Path:
 
 
 def _plan_copies(originals: list[Sample], per_class: int, seed: int, label: int) -> list[tuple[int, int]]:
-    """(index of the parent, seed of its transform) for each image to generate. Parents take turns in a
-    seeded order, so each original gets about the same number of copies."""
+    """(index of the parent, seed of its transform) for each image to generate. Parents take turns in an
+    order drawn from the class's stream (seed, label), so each original gets about the same number of copies;
+    copy k's transform draws from its own stream (seed, label, k)."""
     missing = max(0, per_class - len(originals))
-    order = torch.randperm(len(originals), generator=torch.Generator().manual_seed(seed * 1_000_003 + label)).tolist()
-    return [(order[k % len(order)], seed * 1_000_003 + label * 100_003 + k) for k in range(missing)]
+    order = np.random.default_rng(seed_sequence(seed, label)).permutation(len(originals)).tolist()
+    return [(order[k % len(order)], torch_seed(seed, label, k)) for k in range(missing)]
 
 
 def _generate(jobs: list[tuple[int, int]], copies: list[Path], episodes: list[str], partial: Path, name: str, preset: str,
@@ -172,23 +170,23 @@ def _preview_pairs(copies: list[Path], generated: list[Path], jobs: list[tuple[i
 
 def write_preview(pairs: list[tuple[Path, list[Path]]], path: Path) -> None:
     """A grid PNG: one row per original (left) followed by its augmented copies."""
-    from torchvision.utils import make_grid
-
-    root = path.parent
-    tiles = []
-    columns = 1 + max((len(copies) for _, copies in pairs), default=0)
-    for original, copies in pairs:
-        row = [original, *copies] + [None] * (columns - 1 - len(copies))
-        for item in row:
-            if item is None:
-                tiles.append(torch.full((3, PREVIEW_SIZE, PREVIEW_SIZE), 255, dtype=torch.uint8))
-                continue
-            with Image.open(root / item) as image:
-                thumb = to_rgb(image).resize((PREVIEW_SIZE, PREVIEW_SIZE))
-            tiles.append(torch.from_numpy(np.array(thumb)).permute(2, 0, 1))
-    if not tiles:
+    if not pairs:
         log("no image was generated (every class already has --per-class images); no preview written")
         return
-    grid = make_grid(tiles, nrow=columns, padding=4, pad_value=255)
-    with writing(path):
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    from .plots import image_grid  # matplotlib only when a preview is asked for
+
+    columns = 1 + max(len(copies) for _, copies in pairs)
+    tiles: list[Image.Image | None] = []
+    titles: list[str] = []
+    for original, copies in pairs:
+        tiles += [_thumbnail(path.parent / item) for item in (original, *copies)] + [None] * (columns - 1 - len(copies))
+        titles += [f"{original.parent.name}\n{original.name}", *(f"copy {k}" for k in range(1, len(copies) + 1))]
+        titles += [""] * (columns - 1 - len(copies))
+    image_grid(tiles, titles, path, columns=columns)
+
+
+def _thumbnail(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        thumbnail = to_rgb(image)
+    thumbnail.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
+    return thumbnail

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from .console import GraspcheckError
-from .predict import Prediction
+from .images import expand_paths
+from .verdict import Prediction
 from .watch import FrameRate, FrameVerdict
 
 ClientImage = Union[str, Path, Image.Image, np.ndarray, bytes]
@@ -50,17 +51,14 @@ def encode(image: ClientImage) -> bytes:
 
 
 def _named(images: ClientImage | Iterable[ClientImage]) -> list[tuple[str, ClientImage]]:
-    """(source, image) for each input, named as GraspModel.predict names them; folders expand to their images."""
+    """(source, image) for each input, named as GraspModel.predict names them; folders expand to their images,
+    and a missing path is an error, as GraspModel.predict's are."""
     if isinstance(images, (str, Path, Image.Image, np.ndarray, bytes, bytearray, memoryview)):
         images = [images]
     named: list[tuple[str, ClientImage]] = []
     for position, item in enumerate(images):
-        if isinstance(item, (str, Path)) and Path(item).is_dir():
-            from .data import list_images
-
-            named.extend((str(path), path) for path in list_images(Path(item)))
-        elif isinstance(item, (str, Path)):
-            named.append((str(item), item))
+        if isinstance(item, (str, Path)):
+            named.extend((str(path), path) for path in expand_paths([item]))
         else:
             named.append((f"<image {position}>", item))
     return named

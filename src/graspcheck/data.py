@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .files import atomic_write, read_csv
 from .console import GraspcheckError, describe_error, log, progress
+from .images import list_images
+from .manifest import Manifest
 from .transforms import Preprocess, augment_batch
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 POSITIVE_NAMES = {"success", "successful", "succeeded", "succeed", "positive", "pos", "grasped", "held"}
 _FRAME_SUFFIX = re.compile(r"^(.+)[_\-. ]\d+$")
@@ -57,19 +58,6 @@ class ScannedDataset:
 
 def normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files below folder, recursively, sorted; hidden files and folders are skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
-    return sorted(found)
 
 
 def order_classes(names: list[str], positive: str | None = None) -> tuple[str, str]:
@@ -104,11 +92,7 @@ def episode_by_rule(path: Path, class_dir: Path) -> str:
 
 def read_manifest(root: Path) -> dict[Path, str]:
     """Episode of each file listed in root/manifest.csv (resolved path -> episode), or {} without one."""
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        return {}
-    _, rows = read_csv(manifest, ("path", "episode"), "a dataset manifest (path,label,episode)")
-    return {(root / row["path"]).resolve(): row["episode"] for row in rows}
+    return {image: row["episode"] for image, row in Manifest.read(root, required=("path", "episode")).by_image().items()}
 
 
 def class_folders(folder: Path) -> dict[str, Path]:
@@ -233,9 +217,22 @@ def default_batch_workers(augment: str) -> int:
     return min(8, max(1, available_cores() // 2))
 
 
+def seed_sequence(seed: int, *keys: int) -> np.random.SeedSequence:
+    """The random stream of one part of a seeded job, named by keys: (seed, batch) or (seed, class, copy), say.
+    It is the stream that NumPy's SeedSequence(seed).spawn() hands to that part (the keys are its spawn key),
+    so no two parts share one, as arithmetic on the seed (seed * 1_000_003 + index) cannot promise. A negative
+    seed, which --seed accepts, wraps to 64 bits as torch.manual_seed does."""
+    return np.random.SeedSequence(seed % 2**64, spawn_key=keys)
+
+
+def torch_seed(seed: int, *keys: int) -> int:
+    """A seed for torch.Generator.manual_seed from the stream seed_sequence(seed, *keys)."""
+    return int(seed_sequence(seed, *keys).generate_state(1, np.uint64)[0])
+
+
 class TrainingBatches(Dataset):
     """The batches of one epoch, sliced from the decoded images and augmented. Batch i draws its augmentation
-    from its own generator, seeded by (seed, i): it is the same whichever worker process makes it, and with
+    from its own stream, seed_sequence(seed, i): it is the same whichever worker process makes it, and with
     any number of workers."""
 
     def __init__(self, pixels: torch.Tensor, batches: list[torch.Tensor], augment: str, seed: int):
@@ -248,7 +245,7 @@ class TrainingBatches(Dataset):
         pixels = self.pixels[self.batches[index]]
         if self.augment == "none":
             return pixels
-        return augment_batch(pixels, self.augment, torch.Generator().manual_seed(self.seed * 1_000_003 + index))
+        return augment_batch(pixels, self.augment, torch.Generator().manual_seed(torch_seed(self.seed, index)))
 
 
 def training_batches(pixels: torch.Tensor, batches: list[torch.Tensor], augment: str, seed: int, workers: int,

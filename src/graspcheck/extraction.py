@@ -8,7 +8,6 @@ running the same extraction again finds its frames present and neither overwrite
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .files import atomic_replace, atomic_write, read_csv, writing
+from .files import atomic_replace, read_csv, writing
 from .console import GraspcheckError, describe_error, log, progress
+from .manifest import EXTRACTED_COLUMNS, Manifest
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-MANIFEST_COLUMNS = ["path", "label", "episode", "source", "time", "frame"]
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,8 @@ def extract(
     out = Path(out)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out / "manifest.csv")
+    # Rows are added by path (a frame listed already keeps its row), and other tools' columns are kept.
+    manifest = Manifest.read(out, EXTRACTED_COLUMNS, what=f"a dataset manifest (move it away or fix it before extracting into {out})")
     summary = ExtractSummary(out)
     for job in progress(jobs, desc="videos", unit="video"):
         window = Sampling(sampling.every, sampling.fps, sampling.count,
@@ -310,28 +310,3 @@ def _evenly_spaced(container, stream, rate: float, sampling: Sampling) -> Iterat
         if position < len(wanted) and index == wanted[position]:
             position += 1
             yield number, seconds, frame.to_image()
-
-
-class Manifest:
-    """DATA/manifest.csv: rows added by path (a path already listed is not added again); other tools'
-    columns are kept. Rewritten atomically, so it is never left half written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.columns = list(MANIFEST_COLUMNS)
-        self.rows: dict[str, dict] = {}
-        if path.is_file():
-            columns, rows = read_csv(path, ("path",), f"a dataset manifest (move it away or fix it before extracting into {path.parent})")
-            self.columns += [c for c in columns if c not in self.columns]
-            self.rows = {row["path"]: row for row in rows}
-
-    def add(self, rows: list[dict]) -> None:
-        fresh = [row for row in rows if row["path"] not in self.rows]
-        if not fresh and self.path.is_file():
-            return
-        rows = {**self.rows, **{row["path"]: row for row in fresh}}
-        with atomic_write(self.path) as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows.values())
-        self.rows = rows  # only once written: a failed write leaves the rows as the file has them

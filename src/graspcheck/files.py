@@ -255,13 +255,3 @@ def building_folder(out: Path, overwrite: bool, kind: str, ours: Callable[[Path]
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-
-
-def listed_in_manifest(folder: Path, metadata: tuple[str, ...]) -> Callable[[Path], bool]:
-    """ours() for a dataset folder: its metadata files and every image its manifest.csv lists."""
-    listed = set(metadata)
-    try:
-        listed |= {row["path"] for row in read_csv(folder / "manifest.csv", ("path",), "a manifest")[1]}
-    except GraspcheckError:
-        pass  # no readable manifest: only the metadata files count as graspcheck's
-    return lambda relative: relative.as_posix() in listed

@@ -23,13 +23,12 @@ import numpy as np
 from PIL import Image
 
 from .console import GraspcheckError, describe_error, log
+from .images import is_image_file
 
 if TYPE_CHECKING:
     from .predict import GraspModel
 
 RULES = ("majority", "mean", "consecutive")
-# The same list as graspcheck.data.IMAGE_SUFFIXES, which imports torch; watch.py is also imported by the client.
-_FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 @dataclass(frozen=True)
@@ -221,8 +220,7 @@ def folder_frames(folder: Path, idle_exit: float | None, poll_interval: float) -
     last_frame = time.perf_counter()
     while True:
         waiting = sorted(entry.name for entry in os.scandir(folder)
-                         if entry.name not in done and not entry.name.startswith(".")
-                         and Path(entry.name).suffix.lower() in _FRAME_SUFFIXES and entry.is_file())
+                         if entry.name not in done and is_image_file(Path(entry.name)) and entry.is_file())
         for name in waiting:
             path = folder / name
             try:

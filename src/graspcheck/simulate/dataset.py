@@ -4,7 +4,6 @@ and the options, never on the number of workers."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import multiprocessing
@@ -14,18 +13,16 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from ..files import atomic_write, building_folder, listed_in_manifest
+from ..files import atomic_write, building_folder
 from ..console import GraspcheckError, log, progress
 from ..data import available_cores
+from ..manifest import MANIFEST_NAME, SIMULATED_COLUMNS, Manifest, listed_in_manifest
 from .hand import HANDS
 
 CLASS_NAMES = ("not_success", "success")
-MANIFEST_COLUMNS = ["path", "label", "episode", "frame", "object", "object_size", "object_mass", "object_friction",
-                    "closure", "finger_strength", "approach_offset", "final_height", "max_height", "hand_contacts", "touched"]
-METADATA_FILES = ("manifest.csv", "simulation.json", "samples.png")
+METADATA_FILES = (MANIFEST_NAME, "simulation.json", "samples.png")
 MAX_EPISODES_PER_IMAGE = 20  # give up if a class stays this rare: the scene or hand is broken
 
 
@@ -131,10 +128,7 @@ def simulate(
 
 
 def _write_metadata(folder: Path, rows: list[dict], summary: SimulationSummary, options: dict) -> None:
-    with atomic_write(folder / "manifest.csv") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    Manifest(folder, SIMULATED_COLUMNS, rows).write()
     info = {"options": options, "images": summary.images, "episodes": summary.episodes,
             "accepted_episodes": summary.accepted_episodes, "success_rate": summary.success_rate, "seconds": summary.seconds}
     with atomic_write(folder / "simulation.json") as f:
@@ -143,14 +137,20 @@ def _write_metadata(folder: Path, rows: list[dict], summary: SimulationSummary, 
 
 
 def write_sample_grid(root: Path, rows: list[dict], path: Path, per_class: int = 8) -> None:
-    """One row of first frames per class (not_success on top), from different episodes."""
-    lines = []
-    for label in CLASS_NAMES:
-        firsts = [r for r in rows if r["label"] == label and int(r["frame"]) == 0][:per_class]
-        tiles = [np.asarray(Image.open(root / r["path"]).convert("RGB")) for r in firsts]
-        if tiles:
-            tile_shape = tiles[0].shape
-            tiles += [np.full(tile_shape, 255, np.uint8)] * (per_class - len(tiles))
-            lines.append(np.concatenate(tiles, axis=1))
-    if lines:
-        Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+    """One row of first frames per class (not_success on top), from different episodes, titled with the
+    episode and its object."""
+    # Imported here, not at the top: the simulation workers import this module and draw no figures.
+    from ..plots import image_grid
+
+    firsts = {label: [r for r in rows if r["label"] == label and int(r["frame"]) == 0][:per_class] for label in CLASS_NAMES}
+    columns = max(1, *map(len, firsts.values()))
+    tiles: list[Image.Image | None] = []
+    titles: list[str] = []
+    for label, chosen in firsts.items():
+        for row in chosen:
+            with Image.open(root / row["path"]) as image:
+                tiles.append(image.convert("RGB"))
+            titles.append(f"{label} {row['episode']}\n{row['object']}")
+        tiles += [None] * (columns - len(chosen))  # the next class starts a new row
+        titles += [""] * (columns - len(chosen))
+    image_grid(tiles, titles, path, columns=columns)
