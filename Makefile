@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test install system-deps
+.PHONY: demo test install system-deps browser
 
 install: system-deps $(VENV)/.installed
 
@@ -23,8 +23,20 @@ system-deps:
 	  fi; \
 	fi
 
+# The tests open the HTML report in a real headless Chromium: Debian's package, driven by playwright from the test
+# extras (its wheel carries its driver: no `playwright install`, no browser download). Only `make test` needs it.
+browser:
+	@if [ -z "$$GRASPCHECK_CHROMIUM" ] && ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "the browser tests are skipped without Chromium (Debian/Ubuntu: sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
 demo: install
 	$(BIN)/graspcheck demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
