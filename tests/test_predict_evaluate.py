@@ -101,7 +101,7 @@ def test_a_pickle_with_code_is_refused_as_weights(tmp_path):
 def test_api_evaluation_write_includes_the_mistakes_grid(trained, tmp_path):
     ev = graspcheck.evaluate(trained.best, trained.run_dir / "split.csv", split="val")
     ev.write(tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "mistakes.csv", "mistakes.png", "predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "mistakes.csv", "mistakes.png", "predictions.csv", "report.html"]
 
 
 def test_streamed_prediction_matches_one_batch_and_skips_unreadable_files(trained, dataset, tmp_path):

@@ -1,8 +1,8 @@
 """Checkpoints as data, never code: weights in safetensors with everything prediction needs in its metadata.
 
 A checkpoint is one ``.safetensors`` file whose metadata key ``graspcheck`` holds JSON: the architecture,
-the preprocessing, the class names (negative first, positive second), the decision threshold, and the
-epoch and metrics it was saved at. The optimizer and random states needed to resume a run live beside it
+the preprocessing, the class names (negative first, positive second), the decision threshold, the
+calibration temperature, and the epoch and metrics it was saved at. The optimizer and random states needed to resume a run live beside it
 in ``train_state.pt``, read back with ``torch.load(weights_only=True)``. Every file is written atomically.
 """
 
@@ -24,7 +24,11 @@ from .console import GraspcheckError, describe_error
 from .files import atomic_write
 from .transforms import INTERPOLATIONS, Preprocess
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added the calibration temperature. An uncalibrated checkpoint is still written as version 1, which
+# graspcheck versions without calibration read correctly; a calibrated one is version 2, which they refuse
+# instead of silently ignoring the temperature and giving uncalibrated probabilities.
+_FIRST_VERSION_WITH_TEMPERATURE = 2
 METADATA_KEY = "graspcheck"
 
 
@@ -46,6 +50,9 @@ class CheckpointInfo:
     threshold: float = 0.5  # on the probability of the positive class
     epoch: int = 0
     metrics: dict = field(default_factory=dict)
+    # The network's logits are divided by it before the softmax (temperature scaling fitted on validation
+    # images, graspcheck evaluate --calibrate): 1.0 is the network as trained.
+    temperature: float = 1.0
 
     @property
     def positive_class(self) -> str:
@@ -55,7 +62,9 @@ class CheckpointInfo:
         d = asdict(self)
         d["preprocess"] = self.preprocess.to_dict()
         d["positive_class"] = self.positive_class
-        d["format_version"] = FORMAT_VERSION
+        d["format_version"] = FORMAT_VERSION if self.temperature != 1.0 else 1
+        if self.temperature == 1.0:
+            del d["temperature"]
         return json.dumps(d)
 
     @classmethod
@@ -91,7 +100,11 @@ class CheckpointInfo:
         metrics = d.get("metrics", {})
         if not isinstance(metrics, dict):
             raise InvalidMetadata(f"metrics must be an object, got {type(metrics).__name__}")
-        return cls(model, _preprocess(_field(d, "preprocess", dict, "an object")), tuple(class_names), float(threshold), epoch, metrics)
+        temperature = d.get("temperature", 1.0)
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not (0 < temperature < math.inf):
+            raise InvalidMetadata(f"temperature must be a number above 0, got {temperature!r}")
+        return cls(model, _preprocess(_field(d, "preprocess", dict, "an object")), tuple(class_names), float(threshold), epoch, metrics,
+                   float(temperature))
 
 
 def _is_int(value) -> bool:

@@ -65,6 +65,7 @@ def train_command(
     positive: Optional[str] = typer.Option(None, help="The class folder that means success, if its name does not tell."),
     weights: Optional[Path] = typer.Option(None, help="Start from a local weight file (.safetensors, .pt, .pth)."),
     threshold: Optional[float] = typer.Option(None, help=option_help("threshold", "Decision threshold on the probability of success stored in checkpoints.")),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate", help=option_help("calibrate", "Fit a temperature on the validation split so p(success) is calibrated.")),
     seed: Optional[int] = typer.Option(None, help=option_help("seed", "Seed of the split, the initial weights and the batch order.")),
     device: Optional[str] = typer.Option(None, help=option_help("device", "auto, cpu or cuda.")),
     fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help=option_help("fast", "Channels-last memory and bfloat16 autocast where supported.")),
@@ -96,20 +97,46 @@ def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint or a run folder (its best checkpoint)."),
     data: Path = typer.Argument(..., help="Class-folder dataset, a dataset with train/val/test folders, or a run's split.csv."),
     split: Optional[str] = typer.Option(None, help="Which split of a split dataset or split.csv (default: test)."),
-    threshold: Optional[float] = typer.Option(None, callback=in_range(0, 1), help="Override the checkpoint's decision threshold."),
-    out: Optional[Path] = typer.Option(None, help="Folder for predictions.csv, mistakes.csv, metrics.json, mistakes.png (default: runs/evaluate/expN)."),
+    threshold: Optional[str] = typer.Option(None, help="Override the checkpoint's decision threshold (0-1), or 'auto': the "
+                                                       "lowest threshold whose precision of success reaches --target-precision on DATA."),
+    target_precision: Optional[float] = typer.Option(None, callback=in_range(0, 1), help="Precision of success that --threshold auto must reach, e.g. 0.99."),
+    calibrate: bool = typer.Option(False, help="Fit a calibration temperature on DATA (use validation images)."),
+    checkpoint_out: Optional[Path] = typer.Option(None, help="With --threshold auto or --calibrate: the tuned checkpoint "
+                                                              "(default: beside the original, NAME.tuned.safetensors; the original is never modified)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --checkpoint-out."),
+    out: Optional[Path] = typer.Option(None, help="Folder for predictions.csv, mistakes.csv, metrics.json, mistakes.png, report.html (default: runs/evaluate/expN)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Per-class accuracy, balanced accuracy, precision/recall/F1 of success, confusion matrix and every wrongly
-    classified image; 95% confidence intervals from a bootstrap over episodes (frames of one attempt are not
-    independent evidence)."""
-    from .evaluation import evaluate
+    """Per-class accuracy, balanced accuracy, precision/recall/F1/specificity of success, ROC and PR AUC,
+    calibration error, confusion matrix and every wrongly classified image, with 95% confidence intervals from a
+    bootstrap over episodes (frames of one attempt are not independent evidence); report.html shows it all.
+    With --threshold auto --target-precision P and/or --calibrate it also tunes the checkpoint on DATA."""
+    from .evaluation import evaluate, tune
     from .files import discard_folder
     from .training import new_run_dir
 
     if out is not None and out.exists() and not out.is_dir():
         raise GraspcheckError(f"--out {out} is a file, not a folder; choose another folder")
-    evaluation = evaluate(checkpoint, data, split=split, threshold=threshold, device=device)
+    fixed_threshold = None
+    if threshold == "auto" or (threshold is None and target_precision is not None):
+        if target_precision is None:
+            raise GraspcheckError("--threshold auto needs --target-precision P, e.g. 0.99")
+    elif threshold is not None:
+        try:
+            fixed_threshold = float(threshold)
+        except ValueError:
+            raise GraspcheckError(f"--threshold must be a number between 0 and 1 or 'auto', got {threshold!r}") from None
+        if not 0 <= fixed_threshold <= 1:
+            raise GraspcheckError(f"--threshold must be between 0 and 1 or 'auto', got {threshold}")
+        if calibrate or target_precision is not None:
+            raise GraspcheckError("a fixed --threshold does not go with --calibrate or --target-precision; use --threshold auto, "
+                                  "or evaluate the tuned checkpoint afterwards")
+    tuned = None
+    if target_precision is not None or calibrate:
+        tuned = tune(checkpoint, data, split, target_precision, calibrate, checkpoint_out, overwrite, device)
+        evaluation = tuned.evaluation
+    else:
+        evaluation = evaluate(checkpoint, data, split=split, threshold=fixed_threshold, device=device)
     created = out is None or not out.exists()
     folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
     try:
@@ -118,7 +145,25 @@ def evaluate_command(
         discard_folder(folder, created)
         raise
     typer.echo(evaluation.report())
-    typer.echo(f"written to {folder}")
+    if tuned is not None:
+        lines = [f"tuned checkpoint {tuned.checkpoint}: threshold {tuned.threshold:.4f}, temperature {tuned.temperature:.4f}"]
+        if tuned.choice is not None:
+            lines.append(f"precision {tuned.choice.precision:.4f} at recall {tuned.choice.recall:.4f} on these images "
+                         f"(the lowest threshold reaching {target_precision:g}); measure it on held-out images with "
+                         f"'graspcheck evaluate {tuned.checkpoint} TEST_DATA'")
+        typer.echo("\n".join(lines))
+    typer.echo(f"written to {folder} (open {folder / 'report.html'})")
+
+
+@app.command("report")
+def report_command(
+    folder: Path = typer.Argument(..., help="A run folder or an evaluation folder."),
+) -> None:
+    """Write report.html into a run or evaluation folder: metrics with 95% intervals, curves, calibration,
+    accuracy by attribute, every mistake and saliency maps; self-contained, it opens in any browser offline."""
+    from .report import report
+
+    typer.echo(f"written {report(folder)}")
 
 
 @app.command("predict")

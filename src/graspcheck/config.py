@@ -45,6 +45,9 @@ class TrainConfig:
     positive: str | None = None
     weights: str | None = None
     threshold: float = 0.5
+    # Fit a temperature on the validation split after training and store it in best.safetensors, so that
+    # p(success) means what it says (the report's reliability diagram shows the effect).
+    calibrate: bool = False
     seed: int = 0
     device: str = "auto"
     fast: bool = True  # channels-last memory and mixed precision where the hardware supports it (SpeedOptions)

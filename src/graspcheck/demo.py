@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .console import log
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation
 from .simulate import simulate
 from .training import TrainResult, train
 
@@ -54,10 +54,8 @@ def simulated_dataset(spec: SimulatedSet, workers: int | None = None) -> Path:
 def demo(per_class: int = TRAIN_SET.per_class, test_per_class: int = TEST_SET.per_class, workers: int | None = None,
          out: str | None = None, **training) -> tuple[TrainResult, Evaluation]:
     """Simulate (or reuse) the training and test sets, train with the default recipe (training overrides
-    its settings), and evaluate the best checkpoint on the test set."""
+    its settings); training evaluates the best checkpoint on the test set and writes the report."""
     train_data = simulated_dataset(SimulatedSet(TRAIN_SET.name, per_class, TRAIN_SET.frames, TRAIN_SET.seed), workers)
     test_data = simulated_dataset(SimulatedSet(TEST_SET.name, test_per_class, TEST_SET.frames, TEST_SET.seed), workers)
     result = train(train_data, test=str(test_data), out=out, **training)
-    evaluation = evaluate(result.best, test_data)
-    evaluation.write(result.run_dir / "test_evaluation")
-    return result, evaluation
+    return result, result.evaluation

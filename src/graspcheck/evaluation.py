@@ -1,12 +1,13 @@
-"""Metrics of a model on labelled images: per-class accuracy with counts, balanced accuracy, precision/recall/F1
-of success, 95% confidence intervals by a bootstrap over episodes, the confusion matrix, and every wrongly
-classified image."""
+"""Metrics of a model on labelled images: per-class accuracy with counts, balanced accuracy, precision / recall /
+F1 / specificity of success, ROC and precision-recall AUC, calibration error, 95% confidence intervals by a
+bootstrap over episodes, the confusion matrix and every wrongly classified image; and tuning a checkpoint on
+validation images (a threshold for a target precision, a calibration temperature)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -14,12 +15,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .files import atomic_write
-from .console import GraspcheckError
+from .files import atomic_write, read_csv
+from .console import GraspcheckError, describe_error
 from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
-from .metrics import DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, bootstrap_intervals, confusion_counts, rates
-from .predict import GraspModel, load
-from .report import plot_mistakes
+from .metrics import (DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, ReliabilityBins, average_precision,
+                      bootstrap_intervals, bootstrap_score_intervals, confusion_counts, expected_calibration_error, rates,
+                      ThresholdChoice, apply_temperature, fit_temperature, reliability_bins, roc_auc, threshold_for_precision)
+from .checkpoint import save_checkpoint
+from .predict import GraspModel, find_checkpoint, load
+from .plots import plot_mistakes
 
 
 CONFIDENCE = 0.95  # of the intervals in reports and metrics.json, whose keys say "ci95"
@@ -44,6 +48,8 @@ class Evaluation:
     probabilities: torch.Tensor  # of success, (N,)
     threshold: float
     skipped: int = 0  # unreadable files left out
+    checkpoint: str | None = None  # the file evaluated, where known: the report finds the model there for saliency maps
+    temperature: float = 1.0  # the model's calibration temperature, already applied to probabilities
 
     def __post_init__(self) -> None:
         if len(self.samples) != len(self.probabilities):
@@ -93,9 +99,38 @@ class Evaluation:
         return self._rates["recall"]
 
     @property
+    def specificity(self) -> float:
+        """Recall of the negative class: the share of failed grasps called failed."""
+        return self._rates["specificity"]
+
+    @property
     def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return _ratio(2 * p * r, p + r)
+        return self._rates["f1"]
+
+    @cached_property
+    def roc_auc(self) -> float:
+        """Area under the ROC curve of p(success): the chance that a random success scores above a random failure."""
+        return roc_auc(self.labels.numpy(), self.probabilities.numpy())
+
+    @cached_property
+    def average_precision(self) -> float:
+        """Area under the precision-recall curve (step-wise average precision)."""
+        return average_precision(self.labels.numpy(), self.probabilities.numpy())
+
+    @cached_property
+    def score_intervals(self) -> dict[str, tuple[float, float] | None]:
+        """95% intervals of roc_auc and average_precision by the same bootstrap over episodes as ``intervals``."""
+        episodes = [s.episode for s in self.samples]
+        return bootstrap_score_intervals(self.labels.numpy(), self.probabilities.numpy(), episodes)
+
+    @cached_property
+    def reliability(self) -> ReliabilityBins:
+        """Observed success rate against predicted p(success) in 10 equal-width bins."""
+        return reliability_bins(self.labels.numpy(), self.probabilities.numpy())
+
+    @cached_property
+    def expected_calibration_error(self) -> float:
+        return expected_calibration_error(self.labels.numpy(), self.probabilities.numpy())
 
     def bootstrap(self, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE, seed: int = DEFAULT_SEED) -> BootstrapIntervals:
         """Confidence intervals of accuracy, balanced accuracy, precision and recall by resampling episodes
@@ -126,10 +161,17 @@ class Evaluation:
             "precision": self.precision,
             "recall": self.recall,
             "f1": self.f1,
+            "specificity": self.specificity,
+            "roc_auc": _finite_or_none(self.roc_auc),
+            "average_precision": _finite_or_none(self.average_precision),
+            "expected_calibration_error": self.expected_calibration_error,
             "threshold": self.threshold,
+            "temperature": self.temperature,
+            "checkpoint": self.checkpoint,
             "per_class": {name: {"correct": c, "total": t} for name, c, t in self.per_class()},
             "confusion": {"classes": list(self.class_names), "rows_true_columns_predicted": self.confusion},
             **{f"{name}_ci95": _as_list(self.intervals.intervals[name]) for name in METRIC_NAMES},
+            **{f"{name}_ci95": _as_list(interval) for name, interval in self.score_intervals.items()},
             "episodes": self.intervals.episodes,
             "bootstrap_resamples": self.intervals.resamples,
             "bootstrap_seed": self.intervals.seed,
@@ -152,6 +194,9 @@ class Evaluation:
             f"{display_name(pos)}: precision {self.precision:.4f}  recall {self.recall:.4f}  F1 {self.f1:.4f}  (threshold {self.threshold:g})",
             f"Precision of {pos}: {self.precision:.4f} ({self._interval_text('precision')})",
             f"Recall of {pos}: {self.recall:.4f} ({self._interval_text('recall')})",
+            f"Specificity (recall of {neg}): {self.specificity:.4f} ({self._interval_text('specificity')})",
+            f"ROC AUC {self.roc_auc:.4f}  average precision {self.average_precision:.4f}  "
+            f"expected calibration error {self.expected_calibration_error:.4f}",
         ]
         if self.skipped:
             lines.append(f"Skipped {self.skipped} unreadable file(s), not counted above")
@@ -172,8 +217,9 @@ class Evaluation:
         bounds = f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "n/a"
         return f"95% CI {bounds}, {episodes} episode{'' if episodes == 1 else 's'}"
 
-    def write(self, folder: str | Path) -> None:
-        """predictions.csv, mistakes.csv, metrics.json and mistakes.png (a grid of the mistakes) into folder."""
+    def write(self, folder: str | Path, model: GraspModel | None = None, report: bool = True) -> None:
+        """predictions.csv, mistakes.csv, metrics.json, mistakes.png (a grid of the mistakes) and report.html
+        into folder; the report's saliency maps need the PyTorch model (given, or loaded from ``checkpoint``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         rows = list(zip(self.samples, self.predicted.tolist(), self.probabilities.tolist()))
@@ -191,6 +237,32 @@ class Evaluation:
             json.dump(self.summary(), f, indent=2)
         names = self.class_names
         plot_mistakes([(str(s.path), names[s.label], p, prob) for s, p, prob in self.mistakes()], folder / "mistakes.png")
+        if report:
+            from .report import write_report  # the report reads evaluations: imported here, not at the top
+
+            write_report(folder, self, model)
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "Evaluation":
+        """The evaluation that write() saved in folder (predictions.csv and metrics.json)."""
+        folder = Path(folder)
+        try:
+            summary = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            class_names = tuple(summary["confusion"]["classes"])
+            _, rows = read_csv(folder / "predictions.csv", ("path", "true", "success_probability", "episode"), "an evaluation's predictions.csv")
+            index = {name: i for i, name in enumerate(class_names)}
+            samples = [Sample(Path(row["path"]), index[row["true"]], row["episode"]) for row in rows]
+            probabilities = torch.tensor([float(row["success_probability"]) for row in rows])
+            return cls(class_names, samples, probabilities, float(summary["threshold"]), int(summary.get("skipped", 0)),
+                       summary.get("checkpoint"), float(summary.get("temperature", 1.0)))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise GraspcheckError(f"{folder} holds no readable evaluation ({describe_error(error)}); "
+                                  "run 'graspcheck evaluate' to make one") from None
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined score (one class absent) is written as null."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _ratio(a: float, b: float) -> float:
@@ -204,7 +276,8 @@ def _as_list(interval: tuple[float, float] | None) -> list[float] | None:
 def evaluate_decoded(model: GraspModel, images: DecodedImages, threshold: float | None = None) -> Evaluation:
     probabilities = model.success_probabilities(images.pixels)
     cut = model.info.threshold if threshold is None else threshold
-    return Evaluation(model.class_names, images.samples, probabilities, cut, len(images.skipped))
+    source = str(model.source) if model.source is not None else None
+    return Evaluation(model.class_names, images.samples, probabilities, cut, len(images.skipped), source, model.info.temperature)
 
 
 def evaluate(
@@ -243,3 +316,71 @@ def _labelled_samples(data: Path, class_names: tuple[str, str], split: str | Non
     if chosen not in scanned.splits:
         raise GraspcheckError(f"{data} has no {chosen}/ folder; choose one of: {', '.join(scanned.splits)}")
     return scanned.splits[chosen]
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A checkpoint tuned on validation images: where it was written, and what was fitted."""
+
+    checkpoint: Path
+    threshold: float
+    temperature: float
+    choice: ThresholdChoice | None  # the threshold search, when a target precision was given
+    evaluation: Evaluation  # the tuned model on the images it was tuned on (optimistic: measure on held-out ones)
+
+
+def tune(
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    target_precision: float | None = None,
+    calibrate: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> Tuned:
+    """Fit a calibration temperature and/or the lowest threshold whose precision of success reaches
+    target_precision on labelled (validation) images, and write them into a new checkpoint beside the
+    original (``NAME.tuned.safetensors``, or out); the original file is never modified.
+
+    With both, the temperature is fitted first and the threshold chosen on the calibrated probabilities.
+    predict, export and serve use the new checkpoint's threshold and temperature.
+    """
+    if target_precision is None and not calibrate:
+        raise GraspcheckError("nothing to tune: pass --target-precision P (with --threshold auto) and/or --calibrate")
+    source = find_checkpoint(checkpoint)
+    if source.suffix != ".safetensors":
+        raise GraspcheckError(f"{source} is not a .safetensors checkpoint; tune the checkpoint, then export the tuned one")
+    target = Path(out) if out is not None else source.with_name(source.name.removesuffix(".safetensors") + ".tuned.safetensors")
+    if target.resolve() == source.resolve():
+        raise GraspcheckError(f"--checkpoint-out {target} is the checkpoint being tuned; choose another file (the original is never modified)")
+    if target.is_dir():
+        raise GraspcheckError(f"--checkpoint-out {target} is a folder; pass a file name ending in .safetensors")
+    if target.exists() and not overwrite:
+        raise GraspcheckError(f"{target} exists; choose another --checkpoint-out or pass --overwrite")
+    model = load(source, device)
+    evaluation = evaluate(model, data, split)
+    labels, probabilities = evaluation.labels.numpy(), evaluation.probabilities.numpy()
+    if len(np.unique(labels)) < 2:
+        raise GraspcheckError(f"tuning needs images of both classes; {data} has only {model.class_names[int(labels[0])]} images")
+    temperature = model.info.temperature
+    if calibrate:
+        fitted = fit_temperature(probabilities, labels)
+        probabilities = apply_temperature(probabilities, fitted)
+        temperature *= fitted  # the logits were already divided by the old temperature
+    threshold, choice = model.info.threshold, None
+    if target_precision is not None:
+        try:
+            choice = threshold_for_precision(labels, probabilities, target_precision)
+        except ValueError as error:
+            raise GraspcheckError(f"--target-precision: {error}") from None
+        if not choice.met:
+            raise GraspcheckError(f"no threshold reaches precision {target_precision:g} of {model.class_names[1]} on these "
+                                  f"{len(labels)} images; the best reachable is {choice.best_precision:.4f} (threshold "
+                                  f"{choice.best_precision_threshold:.4f}): lower --target-precision or add validation images")
+        threshold = float(choice.threshold)
+    info = replace(model.info, threshold=threshold, temperature=float(temperature))
+    save_checkpoint(target, model.backend.pipeline.network, info)
+    tuned = replace(evaluation, probabilities=torch.from_numpy(np.asarray(probabilities, dtype=np.float32)), threshold=threshold,
+                    checkpoint=str(target), temperature=float(temperature))
+    return Tuned(target, threshold, float(temperature), choice, tuned)

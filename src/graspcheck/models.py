@@ -96,17 +96,22 @@ def create_model(name: str, num_classes: int = 2, input_size: tuple[int, int] = 
 
 
 class PixelsToProbability(nn.Module):
-    """A network with its preprocessing and softmax: uint8 RGB pixels (N, H, W, 3) at the model's input size
-    in, p(success) (N,) out. GraspModel runs it and export writes it, so an exported model needs nothing of
-    graspcheck's: the normalisation is Preprocess.normalize, the one training uses."""
+    """A network with its preprocessing, calibration and softmax: uint8 RGB pixels (N, H, W, 3) at the model's
+    input size in, p(success) (N,) out. GraspModel runs it and export writes it, so an exported model needs
+    nothing of graspcheck's: the normalisation is Preprocess.normalize, the one training uses, and the logits
+    are divided by the checkpoint's calibration temperature (1.0: the network as trained)."""
 
-    def __init__(self, network: nn.Module, preprocess: Preprocess):
+    def __init__(self, network: nn.Module, preprocess: Preprocess, temperature: float = 1.0):
         super().__init__()
         self.network = network
         self.preprocess = preprocess
+        self.temperature = temperature
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network(self.preprocess.normalize(pixels)).float(), dim=1)[:, 1]
+        logits = self.network(self.preprocess.normalize(pixels)).float()
+        if self.temperature != 1.0:  # a constant of the graph: an uncalibrated export has no division in it
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)[:, 1]
 
 
 def head_parameters(network: nn.Module, name: str) -> list[nn.Parameter]:

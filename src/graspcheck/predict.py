@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol, Union
 
@@ -13,21 +12,13 @@ from torch import nn
 
 from .checkpoint import METADATA_KEY, CheckpointInfo, fit_weights, invalid_checkpoint, load_checkpoint, read_info
 from .console import GraspcheckError, describe_error, log
-from .data import available_cores, iter_decoded, list_images
+from .data import available_cores, iter_decoded
+from .images import expand_paths
 from .models import PixelsToProbability, create_model
-from .transforms import Preprocess, to_rgb
+from .transforms import to_rgb
+from .verdict import Prediction
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    source: str
-    label: str
-    success_probability: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -54,25 +45,28 @@ def find_checkpoint(path: str | Path) -> Path:
 class GraspModel:
     """Weights plus the preprocessing, class names and threshold they were trained with."""
 
-    def __init__(self, network: nn.Module | OnnxNetwork, info: CheckpointInfo, device: torch.device | str = "cpu"):
-        """network: a PyTorch network (run with its preprocessing on device) or an exported ONNX model."""
+    def __init__(self, network: nn.Module | OnnxNetwork, info: CheckpointInfo, device: torch.device | str = "cpu",
+                 source: Path | None = None):
+        """network: a PyTorch network (run with its preprocessing on device) or an exported ONNX model;
+        source: the file it was loaded from, if any."""
         self.info = info
         self.device = torch.device(device)
-        self.backend: Backend = network if isinstance(network, OnnxNetwork) else TorchNetwork(network, info.preprocess, self.device)
+        self.source = source
+        self.backend: Backend = network if isinstance(network, OnnxNetwork) else TorchNetwork(network, info, self.device)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "GraspModel":
         path = find_checkpoint(path)
         if path.suffix == ".onnx":
             network, info = OnnxNetwork.load(path)
-            return cls(network, info, "cpu")
+            return cls(network, info, "cpu", path)
         state, info = load_checkpoint(path)
         try:
             network = create_model(info.model, len(info.class_names), info.preprocess.size)
         except GraspcheckError as error:  # e.g. an input size the architecture cannot take
             raise invalid_checkpoint(path, str(error)) from None
         fit_weights(network, state, info, path)
-        return cls(network, info, resolve_device(device))
+        return cls(network, info, resolve_device(device), path)
 
     @property
     def class_names(self) -> tuple[str, str]:
@@ -151,8 +145,8 @@ class Backend(Protocol):
 class TorchNetwork:
     """A PyTorch network with its preprocessing and softmax (models.PixelsToProbability) on a device."""
 
-    def __init__(self, network: nn.Module, preprocess: Preprocess, device: torch.device):
-        self.pipeline = PixelsToProbability(network.to(device).eval(), preprocess)
+    def __init__(self, network: nn.Module, info: CheckpointInfo, device: torch.device):
+        self.pipeline = PixelsToProbability(network.to(device).eval(), info.preprocess, info.temperature)
         self.device = device
 
     @torch.inference_mode()
@@ -205,20 +199,6 @@ def check_threshold(threshold: float) -> float:
     if not 0 <= threshold <= 1:
         raise GraspcheckError(f"--threshold must be between 0 and 1, got {threshold}")
     return threshold
-
-
-def expand_paths(items: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders as the images below them; a missing path is an error."""
-    paths = []
-    for item in items:
-        item = Path(item)
-        if item.is_dir():
-            paths.extend(list_images(item))
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise GraspcheckError(f"{item} does not exist; pass image files or folders")
-    return paths
 
 
 def load(path: str | Path, device: str = "auto") -> GraspModel:

@@ -9,6 +9,8 @@ Run folder::
     results.png        loss and per-class accuracy per epoch
     weights/           epoch_002.safetensors ..., best.safetensors, last.safetensors
     train_state.pt     optimizer and history after the last finished epoch, for --resume
+    test_evaluation/   the best checkpoint on the test split (else validation): predictions, metrics, mistakes
+    report.html        everything above for a person to read (graspcheck.report)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,11 +34,13 @@ from .console import GraspcheckError, describe_error, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, read_split_csv, scan_dataset, split_by_episode,
                    training_batches, write_split_csv)
 from .distributed import cuda_device_of_this_process, join, leave
-from .evaluation import Evaluation
+from .evaluation import Evaluation, evaluate_decoded
 from .files import atomic_replace, atomic_write, claim_folder, discard_folder, swap_into_place, writing, write_marker
 from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
-from .report import plot_history
+from .metrics import fit_temperature
+from .plots import plot_history
+from .report import EVALUATION_FOLDER, write_report
 from .transforms import Preprocess
 
 @dataclass
@@ -45,6 +49,7 @@ class TrainResult:
     best: Path
     last: Path
     history: list[dict] = field(default_factory=list)
+    evaluation: Evaluation | None = None  # of the best checkpoint on the test split (else validation), in test_evaluation/
 
 
 EpochCallback = Callable[[int, dict], None]
@@ -428,10 +433,40 @@ class _Run:
                     raise
             for callback in callbacks:
                 callback(epoch, row)
+        evaluation = self._finish() if self.group.is_main else None
         if self.group.is_main and self.run_dir != self.final_dir:
             swap_into_place(self.run_dir, self.final_dir)
         weights = self.final_dir / "weights"
-        return TrainResult(self.final_dir, weights / "best.safetensors", weights / "last.safetensors", self.history)
+        return TrainResult(self.final_dir, weights / "best.safetensors", weights / "last.safetensors", self.history, evaluation)
+
+    def _finish(self) -> Evaluation | None:
+        """After the last epoch: calibrate the best checkpoint if asked, evaluate it on the test split (else
+        the validation split) into test_evaluation/, and write the run's report.html."""
+        best = self.run_dir / "weights" / "best.safetensors"
+        model = GraspModel.load(best, str(self.device))
+        if self.config.calibrate:
+            model = self._calibrate(model, best)
+        split = next((name for name in ("test", "val") if name in self.images), None)
+        if split is None:
+            return None
+        evaluation = replace(evaluate_decoded(model, self.images[split]),
+                             checkpoint=str(self.final_dir / "weights" / "best.safetensors"))
+        log(f"best checkpoint (epoch {model.info.epoch}) on the {split} split:\n  " + evaluation.report().split("\nWrongly")[0].replace("\n", "\n  "))
+        evaluation.write(self.run_dir / EVALUATION_FOLDER, model, report=False)
+        write_report(self.run_dir, evaluation, model)
+        return evaluation
+
+    def _calibrate(self, model: GraspModel, best: Path) -> GraspModel:
+        """Temperature scaling fitted on the validation split, stored in best.safetensors."""
+        if "val" not in self.images:
+            log("--calibrate needs a validation split; best.safetensors stays uncalibrated")
+            return model
+        images = self.images["val"]
+        temperature = fit_temperature(model.success_probabilities(images.pixels).numpy(), images.labels.numpy())
+        info = replace(model.info, temperature=temperature)
+        save_checkpoint(best, model.backend.pipeline.network, info)
+        log(f"calibrated on {len(images)} validation images: temperature {temperature:.3f}")
+        return GraspModel.load(best, str(self.device))
 
     def discard_unfinished(self) -> None:
         """After a failure or interrupt: remove a half-made replacement (the old run stays), and a new folder
