@@ -30,7 +30,7 @@ API_KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MAX_BATCH = 4
 MAX_BODY = 1_000_000  # --max-body-mb 1
-MAX_PIXELS = 2_000_000  # --max-image-megapixels 2
+MAX_PIXELS = 2_000_000  # graspcheck --max-megapixels 2 serve ...: the limit of every command
 
 
 def free_port() -> int:
@@ -39,10 +39,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*args, timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    """`graspcheck serve ARGS --port 0` in its own process; returns it and its URL, read from its first line."""
+def start_server(*args, global_options: tuple = (), timeout: float = 90) -> tuple[subprocess.Popen, str]:
+    """`graspcheck GLOBAL_OPTIONS serve ARGS --port 0` in its own process; returns it and its URL, read from its first line."""
     env = {k: v for k, v in os.environ.items() if k != "GRASPCHECK_API_KEY"}
-    process = subprocess.Popen([sys.executable, "-m", "graspcheck", "serve", *map(str, args), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "graspcheck", *map(str, global_options), "serve", *map(str, args), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first_line: list[str] = []
     reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()), daemon=True)
@@ -67,7 +67,7 @@ def start_server(*args, timeout: float = 90) -> tuple[subprocess.Popen, str]:
 def server(trained):
     """One server for the module, with small limits to test them and an API key to test that."""
     process, url = start_server(trained.best, "--api-key", API_KEY, "--max-body-mb", MAX_BODY / 1e6,
-                                "--max-batch", MAX_BATCH, "--max-image-megapixels", MAX_PIXELS / 1e6)
+                                "--max-batch", MAX_BATCH, global_options=("--max-megapixels", MAX_PIXELS / 1e6))
     yield url, process
     process.terminate()
     try:

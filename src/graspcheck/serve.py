@@ -29,6 +29,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from . import __version__
 from .console import GraspcheckError
 from .predict import GraspModel, find_checkpoint
+from .transforms import DEFAULT_MAX_PIXELS
 from .watch import FrameRate, Smoother, smoothing_problem
 
 # Bodies that are one image whatever their declared type; anything else but multipart is refused.
@@ -39,7 +40,7 @@ API_KEY_ENV = "GRASPCHECK_API_KEY"
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 10_000_000  # one request, or one /stream frame
-    max_pixels: int = 50_000_000  # one image, from its header: a camera frame is far below, a decompression bomb far above
+    max_pixels: int = DEFAULT_MAX_PIXELS  # one image, from its header: a camera frame is far below, a decompression bomb far above
     max_batch: int = 32  # images of one /predict/batch request
     # Inferences at once; more requests wait their turn. One inference already spreads over several cores
     # (ONNX Runtime's half, PyTorch's all), so two keep the cores busy while the next image decodes.

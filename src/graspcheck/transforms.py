@@ -41,6 +41,11 @@ def set_max_pixels(pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, pixels)
 
 
+def pixel_limit() -> int:
+    """The most pixels an image may have (graspcheck --max-megapixels; serve applies it to every request)."""
+    return _max_pixels
+
+
 def check_pixel_limit(image: Image.Image) -> None:
     """Raise ValueError for an image above the pixel limit, before its pixels are decoded."""
     pixels = image.width * image.height
