@@ -321,17 +321,18 @@ def serve_command(
     insecure: bool = typer.Option(False, "--insecure", help="Listen beyond loopback without an API key (a network you trust)."),
     onnx: bool = typer.Option(False, "--onnx", help="Export a checkpoint to ONNX at start and run it with ONNX Runtime (an .onnx file always is)."),
     max_body_mb: float = typer.Option(10.0, callback=in_range(0.001), help="Largest request body (and /stream frame), MB."),
-    max_image_megapixels: float = typer.Option(50.0, callback=in_range(0.001), help="Largest image, read from its header before decoding."),
     max_batch: int = typer.Option(32, callback=in_range(1), help="Most images in one /predict/batch request."),
     max_concurrent: int = typer.Option(2, callback=in_range(1), help="Inferences at once; more requests wait (each uses several cores)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs time per request)."),
 ) -> None:
     """Serve verdicts over HTTP (POST /predict, /predict/batch; GET /info, /health) and a WebSocket (/stream)
-    until Ctrl-C; OpenAPI docs at /docs. See docs/serve.md."""
+    until Ctrl-C; OpenAPI docs at /docs. The largest image is graspcheck --max-megapixels (read from the
+    header before decoding). See docs/serve.md."""
     from .serve import Limits, serve
+    from .transforms import pixel_limit
 
-    limits = Limits(round(max_body_mb * 1e6), round(max_image_megapixels * 1e6), max_batch, max_concurrent)
+    limits = Limits(round(max_body_mb * 1e6), pixel_limit(), max_batch, max_concurrent)
     serve(model, host, port, api_key, insecure, onnx, limits, device, access_log)
 
 
