@@ -2,6 +2,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,42 @@ def test_streamed_prediction_matches_one_batch_and_skips_unreadable_files(traine
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 7
     assert "03_broken.png" in result.stderr and "(of 7 images; 1 unreadable file(s) skipped)" in result.stderr
+
+
+def test_threshold_override_decides_the_verdicts(trained):
+    """With the threshold at the highest probability only the surest images are called success, at the lowest
+    every image is: a --threshold that were ignored (0.5 used) would call about half of them success."""
+    images = [p for p, _ in _split_paths(trained.run_dir, "val")]
+    model = graspcheck.load(trained.best)
+    probabilities = [p.success_probability for p in model.predict(images)]
+    for cut in (max(probabilities), min(probabilities)):
+        verdicts = [p.label == "success" for p in model.predict(images, threshold=cut)]
+        assert verdicts == [p >= cut for p in probabilities]
+        result = run_cli("predict", trained.best, *images, "--threshold", cut, "--json")
+        assert result.returncode == 0, result.stderr
+        assert [row["label"] == "success" for row in json.loads(result.stdout)] == [p >= cut for p in probabilities]
+    assert 0 < sum(p >= max(probabilities) for p in probabilities) < len(images) // 2
+
+
+def test_hand_built_evaluation_has_the_known_confusion_matrix_and_rates():
+    """3 true negatives, 1 false positive, 2 false negatives, 4 true positives: an asymmetric matrix, so a
+    transposed one or swapped classes give other numbers."""
+    from graspcheck.data import Sample
+    from graspcheck.evaluation import Evaluation
+
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.9, 0.2, 0.4, 0.6, 0.7, 0.8, 0.95]
+    samples = [Sample(Path(f"{i}.png"), label, f"episode{i}") for i, label in enumerate(truth)]
+    ev = Evaluation(("not_success", "success"), samples, torch.tensor(scores), 0.5)
+    assert ev.confusion == [[3, 1], [2, 4]]
+    assert ev.per_class() == [("not_success", 3, 4), ("success", 4, 6)]
+    assert (ev.precision, ev.recall, ev.specificity) == (pytest.approx(4 / 5), pytest.approx(4 / 6), pytest.approx(3 / 4))
+    assert ev.balanced_accuracy == pytest.approx((3 / 4 + 4 / 6) / 2)
+    assert ev.f1 == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))
+    # ROC AUC by counting: of the 24 (success, failure) pairs, those where the success scores higher.
+    pairs = [(s, f) for s, t in zip(scores, truth) if t for f, u in zip(scores, truth) if not u]
+    assert ev.roc_auc == pytest.approx(sum((s > f) + 0.5 * (s == f) for s, f in pairs) / len(pairs))
+    text = ev.report()
+    assert "Not success: 3/4 = 0.75" in text and "Success: 4/6 = 0.67" in text
+    assert "  not_success                 3        1" in text and "  success                     2        4" in text
+    assert [s.path.name for s, _, _ in ev.mistakes()] == ["3.png", "4.png", "5.png"]  # most confident first
