@@ -9,12 +9,13 @@ import os
 import platform
 import signal
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .config import RECIPES, option_help
+from .config import RECIPES, Augment, Balance, Optimizer, Schedule, option_help
 from .console import GraspcheckError, exit_interrupted, interrupted_by_user
 
 app = typer.Typer(
@@ -46,17 +47,17 @@ def train_command(
     freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone", help=option_help("freeze_backbone", "Train the classifier only (a linear probe: fastest).")),
     epochs: Optional[int] = typer.Option(None, help=option_help("epochs", "Training epochs.")),
     batch_size: Optional[int] = typer.Option(None, help=option_help("batch_size", "Images per optimizer step.")),
-    optimizer: Optional[str] = typer.Option(None, help=option_help("optimizer", "sgd or adamw.")),
+    optimizer: Optional[Optimizer] = typer.Option(None, help=option_help("optimizer", "Optimizer.")),
     lr: Optional[float] = typer.Option(None, help=option_help("lr", "Learning rate of the classifier (of the whole model when not pretrained).")),
     backbone_lr: Optional[float] = typer.Option(None, help=option_help("backbone_lr", "Learning rate of a pretrained backbone.")),
     momentum: Optional[float] = typer.Option(None, help=option_help("momentum", "SGD momentum.")),
     weight_decay: Optional[float] = typer.Option(None, help=option_help("weight_decay", "Weight decay.")),
-    schedule: Optional[str] = typer.Option(None, help=option_help("schedule", "Learning rate over the run: cosine or constant.")),
+    schedule: Optional[Schedule] = typer.Option(None, help=option_help("schedule", "Learning rate over the run.")),
     warmup: Optional[float] = typer.Option(None, help=option_help("warmup", "Share of the steps with a linearly rising learning rate.")),
     label_smoothing: Optional[float] = typer.Option(None, help=option_help("label_smoothing", "Label smoothing of the loss.")),
     img_size: Optional[int] = typer.Option(None, help=option_help("img_size", "Square input size in pixels.")),
-    augment: Optional[str] = typer.Option(None, help=option_help("augment", "On-the-fly augmentation of training images: none, light or strong.")),
-    balance: Optional[str] = typer.Option(None, help=option_help("balance", "Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none.")),
+    augment: Optional[Augment] = typer.Option(None, help=option_help("augment", "On-the-fly augmentation of training images.")),
+    balance: Optional[Balance] = typer.Option(None, help=option_help("balance", "Class imbalance: loss (class-weighted loss), sampler (weighted sampling) or none.")),
     val_fraction: Optional[float] = typer.Option(None, help=option_help("val_fraction", "Share of episodes held out for validation when no val/ folder pins it.")),
     test_fraction: Optional[float] = typer.Option(None, help=option_help("test_fraction", "Share of episodes held out for testing when there is neither --test nor a test/ folder.")),
     test: Optional[Path] = typer.Option(None, help="Held-out test folder (class sub-folders)."),
@@ -79,6 +80,7 @@ def train_command(
 
     On several processes or machines: torchrun --nproc_per_node N -m graspcheck train DATA ... (--batch-size is per process)."""
     given = {k: v for k, v in locals().items() if v is not None}  # first: the parameters, nothing else yet
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
     from .distributed import is_main_process
     from .training import train
 

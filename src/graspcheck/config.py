@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from enum import Enum
 
 from .console import GraspcheckError
 
@@ -12,6 +13,17 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 MIN_IMG_SIZE = 32
 AUGMENT_CHOICES = ("none", "light", "strong")  # "none" and transforms.AUGMENT_RANGES (tested); here so the CLI need not import torch
+
+
+def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """The choices of an option as a str Enum: the CLI's --help lists them and refuses others by itself."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+Augment = _choice("Augment", AUGMENT_CHOICES)
+Balance = _choice("Balance", BALANCE_MODES)
+Optimizer = _choice("Optimizer", OPTIMIZERS)
+Schedule = _choice("Schedule", SCHEDULES)
 
 
 @dataclass
