@@ -12,8 +12,7 @@ from PIL import Image
 import graspcheck
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "graspcheck", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+from conftest import run_cli  # noqa: E402  (also imported from here by other test modules)
 
 
 def _split_paths(run_dir, split):

@@ -267,11 +267,11 @@ def test_resume_of_a_damaged_run_folder_says_what_is_damaged(trained, tmp_path, 
     assert all(needle in message for needle in needles) and "\n" not in message and "weights_only" not in message
 
 
-def test_resume_of_a_damaged_state_on_the_command_line(trained, tmp_path):
+def test_resume_of_a_damaged_state_on_the_command_line(trained, tmp_path, cli):
     run = tmp_path / "run"
     shutil.copytree(trained.run_dir, run)
     _truncate(run)
-    _assert_one_line_error(run_cli("train", "--resume", run), "train_state.pt is damaged")
+    _assert_one_line_error(cli("train", "--resume", run), "train_state.pt is damaged")
 
 
 # Item 7: options validated at the boundary, with the allowed range.
@@ -283,10 +283,10 @@ def test_resume_of_a_damaged_state_on_the_command_line(trained, tmp_path):
     (("train", "IMAGES", "--img-size", "1"), ("--img-size", "at least 32")),
     (("train", "IMAGES", "--lr", "-1"), ("--lr", "above 0")),
 ])
-def test_out_of_range_options_are_one_line_with_the_range(trained, tmp_path, args, needles):
+def test_out_of_range_options_are_one_line_with_the_range(trained, tmp_path, args, needles, cli):
     data = small_dataset(tmp_path / "data")
     args = [{"CHECKPOINT": trained.best, "IMAGES": data}.get(a, a) for a in args]
-    _assert_one_line_error(run_cli(*args), *needles)
+    _assert_one_line_error(cli(*args), *needles)
 
 
 def test_api_refuses_a_batch_size_below_one(trained):

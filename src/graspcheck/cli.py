@@ -455,8 +455,20 @@ def main() -> None:
             stream.reconfigure(errors="surrogateescape")
     try:
         _restart_with_huge_pages()
+    except BaseException as error:
+        if interrupted_by_user(error):
+            exit_interrupted(sys.argv)
+        raise
+    run(sys.argv[1:])
+
+
+def run(args: list[str]) -> None:
+    """One command line (without the program name), errors mapped to one line and an exit status by
+    SystemExit as main() does, in this process: the tests check the messages this way, without a new
+    interpreter for each."""
+    try:
         # Not standalone: click would print usage errors on several lines and swallow Ctrl-C as a bare exit 130.
-        status = app(standalone_mode=False)
+        status = app(args=args, standalone_mode=False, prog_name="graspcheck")
     except GraspcheckError as error:
         _fail(str(error))
     except typer.TyperException as error:  # usage errors: a bad option value, a missing argument
@@ -465,10 +477,10 @@ def main() -> None:
             sys.exit(error.exit_code)
         _fail(error.format_message().replace("\n", " "))
     except typer.Abort:
-        exit_interrupted(sys.argv)
+        exit_interrupted(["graspcheck", *args])
     except OSError as error:
         if interrupted_by_user(error):
-            exit_interrupted(sys.argv)
+            exit_interrupted(["graspcheck", *args])
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
         from .files import output_error
@@ -476,10 +488,10 @@ def main() -> None:
         _fail(str(output_error(error.filename or "a file", error)))
     except BaseException as error:
         if interrupted_by_user(error):
-            exit_interrupted(sys.argv)
+            exit_interrupted(["graspcheck", *args])
         raise
     if status == 130:  # typer's translation of KeyboardInterrupt, after every cleanup of the command ran
-        exit_interrupted(sys.argv)
+        exit_interrupted(["graspcheck", *args])
     sys.exit(status or 0)
 
 
