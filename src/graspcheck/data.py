@@ -336,3 +336,23 @@ class DecodedImages:
 def decode_images(samples: list[Sample], preprocess: Preprocess, description: str = "decode") -> DecodedImages:
     pixels, kept, skipped = decode_paths([s.path for s in samples], preprocess, description)
     return DecodedImages(pixels, [samples[i] for i in kept], skipped)
+
+
+def labelled_samples(data: Path, class_names: tuple[str, str], split: str | None) -> list[Sample]:
+    """The images to evaluate: a run's split.csv (split picks one, default test), a class-folder dataset, or one
+    with split folders (split picks one, default test, else val)."""
+    if data.is_file() and data.suffix == ".csv":
+        chosen = split or "test"
+        samples = read_split_csv(data, class_names).get(chosen)
+        if not samples:
+            raise GraspcheckError(f"{data} lists no images of split {chosen!r}; is it a run's split.csv?")
+        return samples
+    scanned = scan_dataset(data, class_names=class_names)
+    if not scanned.pinned:
+        if split:
+            raise GraspcheckError(f"{data} has no split folders; drop --split or pass a run's split.csv")
+        return scanned.splits["all"]
+    chosen = split or ("test" if "test" in scanned.splits else "val")
+    if chosen not in scanned.splits:
+        raise GraspcheckError(f"{data} has no {chosen}/ folder; choose one of: {', '.join(scanned.splits)}")
+    return scanned.splits[chosen]

@@ -17,7 +17,7 @@ import torch
 
 from .files import atomic_write, read_csv
 from .console import GraspcheckError, describe_error
-from .data import DecodedImages, Sample, decode_images, read_split_csv, scan_dataset
+from .data import DecodedImages, Sample, decode_images, labelled_samples
 from .metrics import (DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, ReliabilityBins, average_precision,
                       bootstrap_intervals, bootstrap_score_intervals, confusion_counts, expected_calibration_error, rates,
                       ThresholdChoice, apply_temperature, fit_temperature, reliability_bins, roc_auc, threshold_for_precision)
@@ -293,29 +293,12 @@ def evaluate(
     test), or a run's split.csv (split picks one; default test).
     """
     model = checkpoint if isinstance(checkpoint, GraspModel) else load(checkpoint, device)
-    samples = _labelled_samples(Path(data), model.class_names, split)
+    samples = labelled_samples(Path(data), model.class_names, split)
     decoded = decode_images(samples, model.info.preprocess, "evaluate")
     if not decoded.samples:
         raise GraspcheckError(f"no readable image in {data}: all {len(decoded.skipped)} image file(s) failed to decode (listed above)")
     return evaluate_decoded(model, decoded, threshold)
 
-
-def _labelled_samples(data: Path, class_names: tuple[str, str], split: str | None) -> list[Sample]:
-    if data.is_file() and data.suffix == ".csv":
-        chosen = split or "test"
-        samples = read_split_csv(data, class_names).get(chosen)
-        if not samples:
-            raise GraspcheckError(f"{data} lists no images of split {chosen!r}; is it a run's split.csv?")
-        return samples
-    scanned = scan_dataset(data, class_names=class_names)
-    if not scanned.pinned:
-        if split:
-            raise GraspcheckError(f"{data} has no split folders; drop --split or pass a run's split.csv")
-        return scanned.splits["all"]
-    chosen = split or ("test" if "test" in scanned.splits else "val")
-    if chosen not in scanned.splits:
-        raise GraspcheckError(f"{data} has no {chosen}/ folder; choose one of: {', '.join(scanned.splits)}")
-    return scanned.splits[chosen]
 
 
 @dataclass(frozen=True)
