@@ -1,7 +1,5 @@
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,18 +125,19 @@ def test_streamed_prediction_matches_one_batch_and_skips_unreadable_files(traine
 
 
 def test_threshold_override_decides_the_verdicts(trained):
-    """With the threshold at the highest probability only the surest images are called success, at the lowest
-    every image is: a --threshold that were ignored (0.5 used) would call about half of them success."""
+    """Each threshold decides the verdicts: one just below 0.5 calls more images success than 0.5 would, the
+    lowest probability calls every image success, so a --threshold that were ignored (0.5 used) fails both.
+    (A cut above 0.5 would not tell: a confident model's probabilities saturate at exactly 1.0.)"""
     images = [p for p, _ in _split_paths(trained.run_dir, "val")]
     model = graspcheck.load(trained.best)
     probabilities = [p.success_probability for p in model.predict(images)]
-    for cut in (max(probabilities), min(probabilities)):
+    for cut in (max(p for p in probabilities if p < 0.5), min(probabilities)):
         verdicts = [p.label == "success" for p in model.predict(images, threshold=cut)]
         assert verdicts == [p >= cut for p in probabilities]
+        assert sum(verdicts) > sum(p >= 0.5 for p in probabilities)
         result = run_cli("predict", trained.best, *images, "--threshold", cut, "--json")
         assert result.returncode == 0, result.stderr
         assert [row["label"] == "success" for row in json.loads(result.stdout)] == [p >= cut for p in probabilities]
-    assert 0 < sum(p >= max(probabilities) for p in probabilities) < len(images) // 2
 
 
 def test_hand_built_evaluation_has_the_known_confusion_matrix_and_rates():

@@ -292,9 +292,13 @@ def test_cli_keeps_the_values_of_the_recipe_it_is_given(dataset, tmp_path):
 def test_fine_tuning_a_pretrained_model_beats_the_same_steps_from_random_init(dataset, tmp_path):
     runs = {pretrained: graspcheck.train(dataset, epochs=3, img_size=64, pretrained=pretrained, seed=0, out=str(tmp_path / str(pretrained)))
             for pretrained in (True, False)}
-    with_imagenet, from_scratch = runs[True].history[-1], runs[False].history[-1]
-    assert with_imagenet["val_loss"] < from_scratch["val_loss"]
-    assert with_imagenet["val_balanced_acc"] > from_scratch["val_balanced_acc"]
+    # Over the whole (3-epoch) curve and on the held-out test split: the last epoch's 16 validation images alone
+    # let a diverging run from random init win or tie by luck with some seeds.
+    def mean_val_loss(result):
+        return sum(row["val_loss"] for row in result.history) / len(result.history)
+
+    assert mean_val_loss(runs[True]) < mean_val_loss(runs[False])
+    assert runs[True].evaluation.balanced_accuracy > runs[False].evaluation.balanced_accuracy
 
 
 def test_a_frozen_backbone_keeps_its_weights_and_statistics(dataset, tmp_path):
@@ -363,7 +367,7 @@ def test_float16_mixed_precision_scales_the_loss_and_learns():
 
 
 def test_the_best_checkpoint_has_the_lowest_validation_loss_not_a_one_image_accuracy_lead():
-    from graspcheck.training import best_checkpoint_key
+    from graspcheck.runs import best_checkpoint_key
 
     epoch3 = {"val_loss": 0.2361, "val_balanced_acc": 0.990}
     epoch4 = {"val_loss": 0.2353, "val_balanced_acc": 0.987}

@@ -115,7 +115,7 @@ def evaluate_command(
     With --threshold auto --target-precision P and/or --calibrate it also tunes the checkpoint on DATA."""
     from .evaluation import evaluate, tune
     from .files import discard_folder
-    from .training import new_run_dir
+    from .runs import new_run_dir
 
     if out is not None and out.exists() and not out.is_dir():
         raise GraspcheckError(f"--out {out} is a file, not a folder; choose another folder")
