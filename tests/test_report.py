@@ -183,14 +183,19 @@ def test_attribute_breakdown_groups_by_manifest_columns(tmp_path):
         path.touch()
         lighting = "dark" if i < 20 else "bright"
         mass = str(0.1 + i / 100)
-        rows.append(f"{folder}/{i}.png,{folder},ep{i},{lighting},{mass}")
+        offset = f"{i / 100} 0 {-i / 100}"  # a vector: grouped by its length, which grows with i
+        rows.append(f"{folder}/{i}.png,{folder},ep{i},{lighting},{mass},{offset},frame_{i}.json")
         samples.append(Sample(path, label, f"ep{i}"))
         # Right in bright light, wrong in the dark.
         probabilities.append(float(label) if lighting == "bright" else 1.0 - label)
-    (tmp_path / "manifest.csv").write_text("path,label,episode,lighting,object_mass\n" + "\n".join(rows) + "\n")
+    (tmp_path / "manifest.csv").write_text("path,label,episode,lighting,object_mass,approach_offset,parameters\n" + "\n".join(rows) + "\n")
     ev = Evaluation(("not_success", "success"), samples, torch.tensor(probabilities), 0.5)
     tables = attribute_breakdown(ev)
     lighting = {group: (n, accuracy) for group, n, _, accuracy, _ in tables["lighting"]}
     assert lighting == {"bright": (20, 1.0), "dark": (20, 0.0)}
     assert len(tables["object_mass"]) == 4  # quartiles of a numeric column
     assert sum(n for _, n, _, _, _ in tables["object_mass"]) == 40
+    # Vectors by their length, in quartiles from the shortest; the lower half is images 0-19 (dark: all wrong).
+    offsets = tables["approach_offset"]
+    assert [n for _, n, _, _, _ in offsets] == [10, 10, 10, 10] and [a for _, _, _, a, _ in offsets] == [0.0, 0.0, 1.0, 1.0]
+    assert "parameters" not in tables  # a value per image: no groups to compare

@@ -272,9 +272,10 @@ def _attribute_section(ev: "Evaluation") -> str:
             f"<td class=num>{_interval(interval)}</td></tr>"
             for group, n, episodes, accuracy, interval in groups
         )
-        parts.append(f"<h3>{_e(attribute)}</h3><table><tr><th>value</th><th>images</th><th>episodes</th><th>accuracy</th>"
-                     f"<th>95% interval</th></tr>{rows}</table>")
-    note = "From the dataset's manifest.csv; numeric attributes in quartiles. Intervals: bootstrap over episodes within each group."
+        parts.append(f"<div><h3>{_e(attribute)}</h3><table><tr><th>value</th><th>images</th><th>episodes</th><th>accuracy</th>"
+                     f"<th>95% interval</th></tr>{rows}</table></div>")
+    note = ("From the dataset's manifest.csv; numeric attributes in quartiles, vectors (sizes, offsets) by their length. "
+            "Intervals: bootstrap over episodes within each group.")
     return _section("Accuracy by attribute", f"<p class=note>{note}</p><div class=grid-tables>{''.join(parts)}</div>")
 
 
@@ -294,7 +295,8 @@ def attribute_breakdown(ev: "Evaluation", most_groups: int = 30) -> dict[str, li
     for name in sorted({key for row in attributes.values() for key in row}):
         values = [attributes.get(s.path.resolve(), {}).get(name, "") for s in ev.samples]
         groups = _groups(values)
-        if len(groups) < 2:
+        # One group per image or two (a file name, a JSON of parameters) says nothing about weak spots.
+        if len(groups) < 2 or np.median([len(members) for members in groups.values()]) < 3:
             continue
         rows = []
         for group, members in groups.items():
@@ -323,24 +325,32 @@ def _attributes_of(samples: Sequence, read_attributes) -> dict[Path, dict[str, s
 
 
 def _groups(values: list[str]) -> dict[str, list[int]]:
+    """Image indices by value; numbers with many values by quartile, and vectors ("0.02 0.01 0.03": a size,
+    an offset) by their length."""
     present = [(i, v) for i, v in enumerate(values) if v != ""]
     if not present:
         return {}
     try:
-        numbers = np.array([float(v) for _, v in present])
+        numbers = np.array([_number_or_length(v) for _, v in present])
     except ValueError:
         numbers = None
     if numbers is not None and len(np.unique(numbers)) > 8:
         edges = np.unique(np.quantile(numbers, [0, 0.25, 0.5, 0.75, 1]))
         bins = np.clip(np.searchsorted(edges, numbers, side="right") - 1, 0, len(edges) - 2)
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, list[int]] = {f"{edges[b]:.4g} to {edges[b + 1]:.4g}": [] for b in sorted(set(bins.tolist()))}
         for (index, _), b in zip(present, bins):
-            groups.setdefault(f"{edges[b]:.4g} to {edges[b + 1]:.4g}", []).append(index)
+            groups[f"{edges[b]:.4g} to {edges[b + 1]:.4g}"].append(index)
         return groups
     groups = {}
     for index, value in present:
         groups.setdefault(value, []).append(index)
     return dict(sorted(groups.items()))
+
+
+def _number_or_length(value: str) -> float:
+    """A number, or the Euclidean length of a vector written as space-separated numbers; ValueError otherwise."""
+    parts = [float(x) for x in value.split()]
+    return parts[0] if len(parts) == 1 else float(np.linalg.norm(parts))
 
 
 def _gallery_section(ev: "Evaluation") -> str:
@@ -471,7 +481,7 @@ table.config td:last-child{font-family:monospace;word-break:break-all}
 .gallery{display:flex;flex-wrap:wrap;gap:.6rem}.gallery figure{margin:0;width:170px;font-size:.75rem}
 .gallery figure.pair{width:340px}.gallery img{width:160px;height:auto;margin-right:4px}
 .path{color:#777;word-break:break-all}.missing{width:160px;height:120px;background:#eee}
-.grid-tables{display:flex;flex-wrap:wrap;gap:1.5rem}
+.grid-tables{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}
 """
 
 
