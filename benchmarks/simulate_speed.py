@@ -2,9 +2,12 @@
 side by side in one run, then whole datasets with 1 worker and with all cores.
 
 "Before" redoes per episode what the simulator did before it kept one render context per worker (parse and strip the hand's model file,
-make a render context with the model file's 3024x1680 offscreen buffer, count hand contacts in a Python loop);
-"after" is the simulator as it is (a stripped copy, the render context reused with its textures re-uploaded,
-a frame-sized offscreen buffer, contacts counted with numpy). Both draw the same frames.
+make a render context with the model file's 3024x1680 offscreen buffer and a new scene, count hand contacts in a
+Python loop, compute each step's mocap target and look the object up by name in the control loop);
+"after" is the simulator as it is (a stripped copy, the render context and scene reused with the textures
+re-uploaded, a frame-sized offscreen buffer, contacts looked up in a table, the move's path computed at once).
+Both draw the same frames. Stages are timed in CPU seconds of the process (the renderer's threads included):
+the cores are shared, and wall time counts other programs' turns.
 
     python benchmarks/simulate_speed.py                      # 6 episodes stage by stage, then 100 a class
     python benchmarks/simulate_speed.py --per-class 0        # stages only
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,15 +51,79 @@ def contacts_in_a_loop(data: mujoco.MjData, object_geom: int, is_hand: np.ndarra
 
 
 def seconds(action) -> float:
-    started = time.perf_counter()
+    started = time.process_time()
     action()
-    return time.perf_counter() - started
+    return time.process_time() - started
+
+
+def run_episode_before(hand, params: episode.EpisodeParams) -> float:
+    """The episode's physics as its control loop was: each step's mocap target computed on its own, contacts
+    counted in a Python loop until the first touch, the object looked up by name after each step. Returns the
+    final lift (the same as run_episode's)."""
+    model = episode.build_model(hand, params)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    actuator = {model.actuator(i).name: i for i in range(model.nu)}
+    object_geom = model.geom("object").id
+    base_id = model.body(hand.base_body).id
+    is_hand = np.array([episode._is_descendant(model, model.geom_bodyid[g], base_id) for g in range(model.ngeom)])
+    site_to_mocap = data.site(hand.grasp_site).xpos - data.mocap_pos[0]
+    state = {"touched": False, "step": 0, "max_lift": 0.0}
+
+    def step(n: int = 1) -> None:
+        mujoco.mj_step(model, data, nstep=n)
+        state["touched"] = state["touched"] or contacts_in_a_loop(data, object_geom, is_hand) > 0
+
+    def move_site(target, seconds_, on_step=None) -> None:
+        start, goal = data.mocap_pos[0].copy(), np.asarray(target) - site_to_mocap
+        n = max(1, int(seconds_ / episode.TIMESTEP))
+        for i in range(n):
+            s = (i + 1) / n
+            data.mocap_pos[0] = start + (goal - start) * (s * s * (3 - 2 * s))
+            step()
+            if on_step:
+                on_step()
+
+    step(int(episode.SETTLE_S / episode.TIMESTEP))
+    rest = data.body("object").xpos.copy()
+    dx, dy, dz = params.approach_offset
+    grasp = rest + np.array([dx, dy, params.rest_height - hand.palm_gap + dz])
+    move_site(grasp + [0, 0, 0.15], episode.APPROACH_S)
+    move_site(grasp, episode.DESCEND_S)
+    for name, target in hand.finger_close.items():
+        data.ctrl[actuator[name]] = target * params.closure
+    for name, target in hand.thumb_pose.items():
+        data.ctrl[actuator[name]] = target
+    step(int(episode.CLOSE_S / episode.TIMESTEP))
+    lifted = grasp + [0, 0, params.lift_height]
+    move_site(lifted, episode.LIFT_S)
+    after_lift = int((episode.SHAKE_S + episode.HOLD_S) / episode.TIMESTEP)
+
+    def after_step() -> None:
+        lift = float(data.body("object").xpos[2] - rest[2])
+        state["max_lift"] = max(state["max_lift"], lift)
+        state["step"] += 1
+
+    after_step()
+    for k in range(4):
+        move_site(lifted + [(1 if k % 2 == 0 else -1) * params.shake_amplitude, 0, 0], episode.SHAKE_S / 4, after_step)
+    for _ in range(after_lift - state["step"] + 1):
+        step()
+        after_step()
+    return float(data.body("object").xpos[2] - rest[2])
+
+
+def worker_import_seconds(before: bool) -> float:
+    """Wall seconds for a fresh process to import what a simulation worker imports (before: with torch, which
+    graspcheck.data imports and the worker module imported at its top)."""
+    modules = "graspcheck.data, graspcheck.simulate.dataset" if before else "graspcheck.simulate.dataset"
+    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def stages(episodes: int, size: int, frames: int) -> dict[str, tuple[float, float]]:
     """Median seconds per episode of each stage: (before, after), measured alternately on the same episodes."""
     renderer = episode.OffscreenRenderer(size, size)
-    vectorised = episode._hand_contacts
     times: dict[str, tuple[list[float], list[float]]] = {}
 
     def record(stage: str, before: float, after: float) -> None:
@@ -67,19 +136,23 @@ def stages(episodes: int, size: int, frames: int) -> dict[str, tuple[float, floa
         for index in range(episodes):
             params = episode.sample_params(0, index)
             episode._stripped_specs.clear()
-            episode._hand_contacts = contacts_in_a_loop
-            try:
-                physics_before = seconds(lambda: episode.run_episode(ADROIT, params, None, 0))
-            finally:
-                episode._hand_contacts = vectorised
-            record("model + physics", physics_before, seconds(lambda: episode.run_episode(ADROIT, params, None, 0)))
+            lift_before = []
+            physics_before = seconds(lambda: lift_before.append(run_episode_before(ADROIT, params)))
+            lift_after = []
+            record("model + physics", physics_before,
+                   seconds(lambda: lift_after.append(episode.run_episode(ADROIT, params, None, 0).final_lift)))
+            assert lift_before == lift_after, "the control loops simulate different episodes"
             episode._stripped_specs.clear()
             model_before = seconds(lambda: episode.build_model(ADROIT, params))
             record(OF_WHICH_MODEL, model_before, seconds(lambda: episode.build_model(ADROIT, params)))
 
             model = episode.build_model(ADROIT, params)  # still with the model file's offscreen size
-            context_before = seconds(lambda: mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100).free())
-            record("render context", context_before, seconds(lambda: renderer.bind(model)))
+
+            def context_before() -> None:
+                mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100).free()
+                mujoco.MjvScene(model, maxgeom=2000)
+
+            record("render context", seconds(context_before), seconds(lambda: renderer.bind(model)))
 
             data = mujoco.MjData(model)
             mujoco.mj_forward(model, data)
@@ -104,12 +177,15 @@ def main() -> None:
     table = stages(args.episodes, args.size, args.frames)
     total_before = sum(before for stage, (before, _) in table.items() if stage != OF_WHICH_MODEL)
     total_after = sum(after for stage, (_, after) in table.items() if stage != OF_WHICH_MODEL)
-    print(f"\nOne episode at {args.size} px, {args.frames} frames (median of {args.episodes} episodes, ms):")
+    print(f"\nOne episode at {args.size} px, {args.frames} frames (median of {args.episodes} episodes, CPU ms):")
     print(f"{'stage':<26} {'before':>8} {'after':>8} {'ratio':>7}")
     for stage, (before, after) in list(table.items()) + [("episode", (total_before, total_after))]:
         print(f"{stage:<26} {1000 * before:>8.1f} {1000 * after:>8.1f} {before / after:>6.2f}x")
     cores = available_cores()
     print(f"episodes/s of {cores} busy cores from these stages: before {cores / total_before:.2f}, after {cores / total_after:.2f}")
+    imports = [(worker_import_seconds(True), worker_import_seconds(False)) for _ in range(3)]
+    before, after = (statistics.median(column) for column in zip(*imports))
+    print(f"a worker's imports (once per worker, wall s): before {before:.2f}, after {after:.2f}")
 
     if args.per_class:
         print(f"\nWhole datasets ({args.per_class} images a class; the seconds include starting the workers):")

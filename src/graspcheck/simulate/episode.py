@@ -263,10 +263,11 @@ def build_model(hand: Hand, params: EpisodeParams) -> mujoco.MjModel:
 def _render_assets(model: mujoco.MjModel) -> tuple[tuple, list[np.ndarray]] | None:
     """What mjr_makeContext bakes into a render context and a later model cannot change: buffer and shadow
     sizes, the quality of the built-in shapes, texture slots, plane grids and mesh geometry. None for models
-    whose context is never reused: height fields and skins are uploaded per model too, and an infinite plane's
-    grid depends on the model's extent (graspcheck's scenes have none of them)."""
+    whose context is never reused: height fields and skins are uploaded per model too, the scene kept with the
+    context is sized for a model's skins and flexes, and an infinite plane's grid depends on the model's extent
+    (graspcheck's scenes have none of them)."""
     planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
-    if model.nhfield or model.nskin or (model.geom_size[planes, :2] <= 0).any():
+    if model.nhfield or model.nskin or model.nflex or (model.geom_size[planes, :2] <= 0).any():
         return None
     vis = model.vis
     scalars = (vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize,
@@ -337,8 +338,11 @@ class OffscreenRenderer:
             self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
             self.contexts_made += 1
             self._assets = assets
+            # The scene is kept with the context: mjv_makeScene sizes only its geom list and its skin and flex
+            # buffers by the model (none here: _render_assets is None for skins and flexes), and mjv_updateScene
+            # fills it anew for each frame. Making one cost ~2 ms an episode.
+            self._scene = mujoco.MjvScene(model, maxgeom=2000)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
-        self._scene = mujoco.MjvScene(model, maxgeom=2000)
         self._model = model
 
     def render(self, data: mujoco.MjData, camera: dict) -> np.ndarray:
@@ -402,6 +406,21 @@ def _hand_contacts(data: mujoco.MjData, object_geom: int, is_hand: np.ndarray) -
     return int(((geoms == object_geom) & is_hand[geoms[:, ::-1]]).any(axis=1).sum())
 
 
+def _touch_table(object_geom: int, is_hand: np.ndarray) -> np.ndarray:
+    """touching[a, b]: whether a contact between geoms a and b is one between the object and the hand, the
+    test _hand_contacts makes, looked up with one index per contact instead of four array operations."""
+    is_object = np.arange(len(is_hand)) == object_geom
+    return (is_object[:, None] & is_hand[None, :]) | (is_hand[:, None] & is_object[None, :])
+
+
+def _smoothstep_path(start: np.ndarray, goal: np.ndarray, seconds: float) -> np.ndarray:
+    """The mocap positions of a move, one row a step: start + (goal - start) * smoothstep((i + 1) / n), the
+    same floating-point operations per element as computing each step's position on its own."""
+    n = max(1, int(seconds / TIMESTEP))
+    s = np.arange(1, n + 1) / n
+    return start + (goal - start) * (s * s * (3 - 2 * s))[:, None]
+
+
 def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer | None, frames: int) -> EpisodeResult:
     """Simulate the scripted grasp; render `frames` frames spread over the time after the lift."""
     model = build_model(hand, params)
@@ -409,28 +428,37 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     mujoco.mj_forward(model, data)
     actuator = {model.actuator(i).name: i for i in range(model.nu)}
     object_geom = model.geom("object").id
+    object_body = model.body("object").id
     base_id = model.body(hand.base_body).id
     is_hand = np.array([_is_descendant(model, model.geom_bodyid[g], base_id) for g in range(model.ngeom)])
+    touching = _touch_table(object_geom, is_hand)
     site_to_mocap = data.site(hand.grasp_site).xpos - data.mocap_pos[0]
+    # Views of the simulation's own arrays, looked up once: the control loop below runs ~1300 times an episode
+    # and its Python overhead was a few percent of the episode.
+    mocap, xpos, mj_step = data.mocap_pos, data.xpos, mujoco.mj_step
     touched = False
+
+    def touches() -> bool:
+        geoms = data.contact.geom  # (ncon, 2)
+        return bool(touching[geoms[:, 0], geoms[:, 1]].any())
 
     def step(n: int = 1) -> None:
         nonlocal touched
-        mujoco.mj_step(model, data, nstep=n)
-        touched = touched or _hand_contacts(data, object_geom, is_hand) > 0
+        mj_step(model, data, nstep=n)
+        touched = touched or touches()
 
     def move_site(target: np.ndarray, seconds: float, on_step=None) -> None:
-        start, goal = data.mocap_pos[0].copy(), np.asarray(target) - site_to_mocap
-        n = max(1, int(seconds / TIMESTEP))
-        for i in range(n):
-            s = (i + 1) / n
-            data.mocap_pos[0] = start + (goal - start) * (s * s * (3 - 2 * s))  # smoothstep: no jerk
-            step()
+        nonlocal touched
+        for position in _smoothstep_path(mocap[0].copy(), np.asarray(target) - site_to_mocap, seconds):  # no jerk
+            mocap[0] = position
+            mj_step(model, data)
+            if not touched:
+                touched = touches()
             if on_step:
                 on_step()
 
     step(int(SETTLE_S / TIMESTEP))
-    rest = data.body("object").xpos.copy()
+    rest = xpos[object_body].copy()
     dx, dy, dz = params.approach_offset
     # Bring the palm down onto the object's top (the grasp site hangs palm_gap below the palm).
     grasp = rest + np.array([dx, dy, params.rest_height - hand.palm_gap + dz])
@@ -452,16 +480,18 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     capture = {shake + int(round(hold * (k + 1) / frames)) for k in range(frames)}
     images: list[np.ndarray] = []
     frame_lifts: list[float] = []
-    clock = {"step": 0, "max_lift": 0.0}
+    rest_z = rest[2]
+    clock, max_lift = 0, 0.0
 
     def after_step() -> None:
-        lift = float(data.body("object").xpos[2] - rest[2])
-        clock["max_lift"] = max(clock["max_lift"], lift)
-        if clock["step"] in capture:
+        nonlocal clock, max_lift
+        lift = float(xpos[object_body, 2] - rest_z)
+        max_lift = max(max_lift, lift)
+        if clock in capture:
             frame_lifts.append(lift)
             if renderer is not None:
                 images.append(renderer.render(data, params.camera))
-        clock["step"] += 1
+        clock += 1
 
     if renderer is not None:
         renderer.bind(model)
@@ -469,15 +499,15 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     for k in range(4):
         sign = 1 if k % 2 == 0 else -1
         move_site(lifted + [sign * params.shake_amplitude, 0, 0], SHAKE_S / 4, after_step)
-    for _ in range(after_lift - clock["step"] + 1):
+    for _ in range(after_lift - clock + 1):
         step()
         after_step()
-    final_lift = float(data.body("object").xpos[2] - rest[2])
+    final_lift = float(xpos[object_body, 2] - rest_z)
     return EpisodeResult(
         params=params,
         success=final_lift > HELD_MIN_LIFT,
         final_lift=final_lift,
-        max_lift=clock["max_lift"],
+        max_lift=max_lift,
         hand_contacts=_hand_contacts(data, object_geom, is_hand),
         touched=touched,
         frames=images,
