@@ -199,3 +199,67 @@ def test_attribute_breakdown_groups_by_manifest_columns(tmp_path):
     offsets = tables["approach_offset"]
     assert [n for _, n, _, _, _ in offsets] == [10, 10, 10, 10] and [a for _, _, _, a, _ in offsets] == [0.0, 0.0, 1.0, 1.0]
     assert "parameters" not in tables  # a value per image: no groups to compare
+
+
+def test_a_tuned_checkpoint_gives_the_verdicts_its_tuning_reported(imperfect, tmp_path):
+    """Calibrated and thresholded together: the threshold is one image's probability, so the tuned checkpoint
+    must compute exactly the probabilities the threshold was chosen on."""
+    from graspcheck.evaluation import tune
+
+    val = graspcheck.evaluate(imperfect.best, imperfect.run_dir / "split.csv", split="val")
+    target = threshold_for_precision(val.labels.numpy(), val.probabilities.numpy(), 1.0).best_precision
+    tuned = tune(imperfect.best, imperfect.run_dir / "split.csv", split="val", target_precision=min(target, 0.8),
+                 calibrate=True, out=tmp_path / "tuned.safetensors")
+    again = graspcheck.evaluate(tuned.checkpoint, imperfect.run_dir / "split.csv", split="val")
+    assert again.predicted.tolist() == tuned.evaluation.predicted.tolist()
+    assert again.precision == tuned.evaluation.precision >= min(target, 0.8)
+
+
+def test_the_report_escapes_class_names(tmp_path):
+    from graspcheck.data import Sample
+    from graspcheck.evaluation import Evaluation
+    from graspcheck.report import write_report
+    import torch
+
+    names = ("<b>failed</b>", "<img src=x onerror=alert(1)>")
+    samples = [Sample(tmp_path / f"{i}.png", i % 2, f"e{i}") for i in range(8)]
+    ev = Evaluation(names, samples, torch.linspace(0.05, 0.95, 8), 0.5)
+    html = write_report(tmp_path, ev).read_text()
+    assert "<img src=x" not in html and "<b>failed" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+@pytest.mark.parametrize("damage", ["temperature", "threshold", "classes", "probability", "empty"])
+def test_a_damaged_evaluation_folder_is_one_line(tmp_path, cli, damage):
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    metrics = {"confusion": {"classes": ["not_success", "success"]}, "threshold": 0.5, "temperature": 1.0}
+    rows = ["path,true,predicted,success_probability,episode", "a.png,success,success,0.9,e1", "b.png,not_success,success,0.6,e2"]
+    if damage == "temperature":
+        metrics["temperature"] = 0
+    elif damage == "threshold":
+        metrics["threshold"] = float("nan")
+    elif damage == "classes":
+        metrics["confusion"]["classes"].append("maybe")
+    elif damage == "probability":
+        rows[1] = "a.png,success,success,7.5,e1"
+    else:
+        rows = rows[:1]
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "predictions.csv").write_text("\n".join(rows) + "\n")
+    result = cli("report", folder)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "holds no readable evaluation" in result.stderr
+    assert not (folder / "report.html").exists()
+
+
+@pytest.mark.parametrize("temperature", [0, -1, 1e-300, 1e300, "2", True, None])
+def test_a_checkpoint_temperature_outside_what_calibration_fits_is_refused(temperature):
+    from graspcheck.checkpoint import CheckpointInfo, InvalidMetadata
+    from graspcheck.transforms import Preprocess
+
+    text = json.loads(CheckpointInfo("seednet", Preprocess(size=(32, 32)), ("not_success", "success"), temperature=2.0).to_json())
+    assert text["temperature"] == 2.0 and text["format_version"] == 2
+    text["temperature"] = temperature
+    with pytest.raises(InvalidMetadata, match="temperature"):
+        CheckpointInfo.from_json(json.dumps(text))

@@ -22,13 +22,13 @@ from safetensors.torch import save as safetensors_bytes
 
 from .console import GraspcheckError, describe_error
 from .files import atomic_write
+from .metrics import TEMPERATURE_BOUNDS
 from .transforms import INTERPOLATIONS, Preprocess
 
 FORMAT_VERSION = 2
 # Version 2 added the calibration temperature. An uncalibrated checkpoint is still written as version 1, which
 # graspcheck versions without calibration read correctly; a calibrated one is version 2, which they refuse
 # instead of silently ignoring the temperature and giving uncalibrated probabilities.
-_FIRST_VERSION_WITH_TEMPERATURE = 2
 METADATA_KEY = "graspcheck"
 
 
@@ -101,8 +101,9 @@ class CheckpointInfo:
         if not isinstance(metrics, dict):
             raise InvalidMetadata(f"metrics must be an object, got {type(metrics).__name__}")
         temperature = d.get("temperature", 1.0)
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not (0 < temperature < math.inf):
-            raise InvalidMetadata(f"temperature must be a number above 0, got {temperature!r}")
+        low, high = TEMPERATURE_BOUNDS  # what calibration fits; beyond, probabilities collapse to 0.5 or overflow
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not low <= temperature <= high:
+            raise InvalidMetadata(f"temperature must be a number from {low:g} to {high:g}, got {temperature!r}")
         return cls(model, _preprocess(_field(d, "preprocess", dict, "an object")), tuple(class_names), float(threshold), epoch, metrics,
                    float(temperature))
 

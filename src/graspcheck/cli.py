@@ -133,15 +133,19 @@ def evaluate_command(
         if calibrate or target_precision is not None:
             raise GraspcheckError("a fixed --threshold does not go with --calibrate or --target-precision; use --threshold auto, "
                                   "or evaluate the tuned checkpoint afterwards")
+    tuning = target_precision is not None or calibrate
+    if not tuning and (checkpoint_out is not None or overwrite):
+        raise GraspcheckError("--checkpoint-out and --overwrite name the tuned checkpoint; add --threshold auto --target-precision P or --calibrate")
     tuned = None
-    if target_precision is not None or calibrate:
-        tuned = tune(checkpoint, data, split, target_precision, calibrate, checkpoint_out, overwrite, device)
-        evaluation = tuned.evaluation
-    else:
-        evaluation = evaluate(checkpoint, data, split=split, threshold=fixed_threshold, device=device)
+    # The output folder first: a refused --out must not leave a tuned checkpoint behind.
     created = out is None or not out.exists()
     folder = new_run_dir(str(out) if out else None, base=Path("runs/evaluate"))
     try:
+        if tuning:
+            tuned = tune(checkpoint, data, split, target_precision, calibrate, checkpoint_out, overwrite, device)
+            evaluation = tuned.evaluation
+        else:
+            evaluation = evaluate(checkpoint, data, split=split, threshold=fixed_threshold, device=device)
         evaluation.write(folder)
     except BaseException:
         discard_folder(folder, created)

@@ -15,12 +15,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .files import atomic_write, read_csv
+from .files import atomic_write, read_csv, writing
 from .console import GraspcheckError, describe_error
 from .data import DecodedImages, Sample, decode_images, labelled_samples
 from .metrics import (DEFAULT_RESAMPLES, DEFAULT_SEED, METRIC_NAMES, BootstrapIntervals, ReliabilityBins, average_precision,
                       bootstrap_intervals, bootstrap_score_intervals, confusion_counts, expected_calibration_error, rates,
-                      ThresholdChoice, apply_temperature, fit_temperature, reliability_bins, roc_auc, threshold_for_precision)
+                      TEMPERATURE_BOUNDS, ThresholdChoice, fit_temperature, reliability_bins, roc_auc, threshold_for_precision)
 from .checkpoint import save_checkpoint
 from .predict import GraspModel, find_checkpoint, load
 from .plots import plot_mistakes
@@ -221,7 +221,8 @@ class Evaluation:
         """predictions.csv, mistakes.csv, metrics.json, mistakes.png (a grid of the mistakes) and report.html
         into folder; the report's saliency maps need the PyTorch model (given, or loaded from ``checkpoint``)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
         rows = list(zip(self.samples, self.predicted.tolist(), self.probabilities.tolist()))
         header = ["path", "true", "predicted", "success_probability", "episode"]
         for name, keep in (("predictions.csv", lambda r: True), ("mistakes.csv", lambda r: r[1] != r[0].label)):
@@ -253,8 +254,15 @@ class Evaluation:
             index = {name: i for i, name in enumerate(class_names)}
             samples = [Sample(Path(row["path"]), index[row["true"]], row["episode"]) for row in rows]
             probabilities = torch.tensor([float(row["success_probability"]) for row in rows])
-            return cls(class_names, samples, probabilities, float(summary["threshold"]), int(summary.get("skipped", 0)),
-                       summary.get("checkpoint"), float(summary.get("temperature", 1.0)))
+            threshold, temperature = float(summary["threshold"]), float(summary.get("temperature", 1.0))
+            low, high = TEMPERATURE_BOUNDS
+            for problem, wrong in (("two class names", len(class_names) != 2), ("any image", not samples),
+                                   ("a threshold from 0 to 1", not 0 <= threshold <= 1),
+                                   (f"a temperature from {low:g} to {high:g}", not low <= temperature <= high),
+                                   ("probabilities from 0 to 1", not bool(((probabilities >= 0) & (probabilities <= 1)).all()))):
+                if wrong:
+                    raise ValueError(f"it does not hold {problem}")
+            return cls(class_names, samples, probabilities, threshold, int(summary.get("skipped", 0)), summary.get("checkpoint"), temperature)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise GraspcheckError(f"{folder} holds no readable evaluation ({describe_error(error)}); "
                                   "run 'graspcheck evaluate' to make one") from None
@@ -337,20 +345,27 @@ def tune(
     target = Path(out) if out is not None else source.with_name(source.name.removesuffix(".safetensors") + ".tuned.safetensors")
     if target.resolve() == source.resolve():
         raise GraspcheckError(f"--checkpoint-out {target} is the checkpoint being tuned; choose another file (the original is never modified)")
-    if target.is_dir():
-        raise GraspcheckError(f"--checkpoint-out {target} is a folder; pass a file name ending in .safetensors")
+    if target.is_dir() or target.suffix != ".safetensors":
+        raise GraspcheckError(f"--checkpoint-out {target} is not a file name ending in .safetensors; pass one, e.g. tuned.safetensors")
+    if not target.parent.is_dir():
+        raise GraspcheckError(f"--checkpoint-out {target}: the folder {target.parent} does not exist; create it or choose another")
     if target.exists() and not overwrite:
         raise GraspcheckError(f"{target} exists; choose another --checkpoint-out or pass --overwrite")
     model = load(source, device)
-    evaluation = evaluate(model, data, split)
-    labels, probabilities = evaluation.labels.numpy(), evaluation.probabilities.numpy()
+    images = decode_images(labelled_samples(Path(data), model.class_names, split), model.info.preprocess, "tune")
+    evaluation = evaluate_decoded(model, images)
+    labels = evaluation.labels.numpy()
     if len(np.unique(labels)) < 2:
         raise GraspcheckError(f"tuning needs images of both classes; {data} has only {model.class_names[int(labels[0])]} images")
-    temperature = model.info.temperature
     if calibrate:
-        fitted = fit_temperature(probabilities, labels)
-        probabilities = apply_temperature(probabilities, fitted)
-        temperature *= fitted  # the logits were already divided by the old temperature
+        fitted = fit_temperature(evaluation.probabilities.numpy(), labels)
+        # The logits were already divided by the old temperature. The model itself then computes the
+        # probabilities the threshold is chosen on: a threshold that is one image's probability must give that
+        # image the same verdict when the tuned checkpoint runs.
+        calibrated = replace(model.info, temperature=float(np.clip(model.info.temperature * fitted, *TEMPERATURE_BOUNDS)))
+        model = GraspModel(model.backend.pipeline.network, calibrated, model.device, model.source)
+        evaluation = evaluate_decoded(model, images)
+    probabilities, temperature = evaluation.probabilities.numpy(), model.info.temperature
     threshold, choice = model.info.threshold, None
     if target_precision is not None:
         try:
@@ -364,6 +379,5 @@ def tune(
         threshold = float(choice.threshold)
     info = replace(model.info, threshold=threshold, temperature=float(temperature))
     save_checkpoint(target, model.backend.pipeline.network, info)
-    tuned = replace(evaluation, probabilities=torch.from_numpy(np.asarray(probabilities, dtype=np.float32)), threshold=threshold,
-                    checkpoint=str(target), temperature=float(temperature))
+    tuned = replace(evaluation, threshold=threshold, checkpoint=str(target), temperature=float(temperature))
     return Tuned(target, threshold, float(temperature), choice, tuned)

@@ -29,7 +29,7 @@ _SCORE_CELLS = 1_250_000
 # recoverable from them, so calibration clips probabilities to [1e-7, 1 - 1e-7] before taking the logit.
 _PROBABILITY_EPSILON = 1e-7
 # The search range of the temperature: beyond it a fit says more about a degenerate set than about the model.
-_TEMPERATURE_BOUNDS = (0.01, 100.0)
+TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -350,11 +350,11 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     def slope(inverse_temperature: float) -> float:
         return float(np.mean((_sigmoid(inverse_temperature * log_odds) - labels) * log_odds))
 
-    low, high = 1 / _TEMPERATURE_BOUNDS[1], 1 / _TEMPERATURE_BOUNDS[0]
+    low, high = 1 / TEMPERATURE_BOUNDS[1], 1 / TEMPERATURE_BOUNDS[0]
     if slope(low) >= 0:
-        return _TEMPERATURE_BOUNDS[1]
+        return TEMPERATURE_BOUNDS[1]
     if slope(high) <= 0:
-        return _TEMPERATURE_BOUNDS[0]
+        return TEMPERATURE_BOUNDS[0]
     for _ in range(100):  # halves a bracket of width 100 to below float64 resolution
         middle = (low + high) / 2
         low, high = (middle, high) if slope(middle) < 0 else (low, middle)

@@ -140,12 +140,12 @@ def _headline(ev: "Evaluation") -> str:
     if ev.skipped:
         facts.append(f"{ev.skipped} unreadable file(s) skipped")
     if ev.checkpoint:
-        facts.append(f"checkpoint {_e(ev.checkpoint)}")
+        facts.append(f"checkpoint {ev.checkpoint}")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts.append(f"graspcheck {__version__}, {generated}")
     note = ("Intervals: percentile bootstrap over episodes (2000 resamples; all frames of a drawn episode together), "
             "since frames of one grasp attempt are not independent evidence.")
-    return _section("Verdict quality", f"<p>{' &middot; '.join(facts)}</p>{table}<p class=note>{note}</p>")
+    return _section("Verdict quality", f"<p>{' &middot; '.join(_e(fact) for fact in facts)}</p>{table}<p class=note>{note}</p>")
 
 
 def _training_sections(run_dir: Path, class_names: tuple[str, str]) -> list[str]:
@@ -396,8 +396,8 @@ def _saliency_section(ev: "Evaluation", model: "GraspModel | None") -> str:
         try:
             pixels.append(model.info.preprocess.load(sample.path))
             kept.append((sample, caption, prob))
-        except (OSError, ValueError):
-            continue  # an image gone since the evaluation: it has no map
+        except Exception:  # gone, changed or too large since the evaluation: it has no map
+            continue
     if not pixels:
         return ""
     batch = np.stack(pixels)
@@ -417,23 +417,27 @@ def _saliency_section(ev: "Evaluation", model: "GraspModel | None") -> str:
 
 
 def _read_history(path: Path) -> list[dict]:
+    """metrics.csv's rows as numbers; [] (no Training section) for a file that is missing or damaged."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
+            rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError):  # unreadable, not UTF-8, a non-number, a row with extra fields
         return []
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]
+    return rows if all(row.get("epoch") is not None for row in rows) else []
 
 
 def _card(path: Path, caption: str, probability: float) -> str:
     try:
         from PIL import Image
 
+        from .transforms import check_pixel_limit
+
         with Image.open(path) as image:
+            check_pixel_limit(image)
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             uri = _image_uri(np.asarray(image.convert("RGB")))
         picture = f"<img src='{uri}' alt='{_e(path.name)}'>"
-    except (OSError, ValueError):
+    except Exception:  # gone, changed or too large since the evaluation: the card says so, the report goes on
         picture = "<div class=missing>image not readable</div>"
     return (f"<figure>{picture}<figcaption>{_e(caption)}<br>p(success) {probability:.3f}"
             f"<br><span class=path>{_e(str(path))}</span></figcaption></figure>")

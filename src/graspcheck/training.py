@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +27,7 @@ from .data import (DecodedImages, Sample, available_cores, decode_images, defaul
                    torch_seed, training_batches)
 from .distributed import Group, cuda_device_of_this_process, join, leave
 from .evaluation import Evaluation, evaluate_decoded
-from .metrics import fit_temperature
+from .metrics import TEMPERATURE_BOUNDS, fit_temperature
 from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
 from .runs import RunFolder
@@ -254,7 +255,10 @@ def _calibrate(model: GraspModel, best: Path, val: DecodedImages | None, device:
     if val is None:
         log("--calibrate needs a validation split; best.safetensors stays uncalibrated")
         return model
-    temperature = fit_temperature(model.success_probabilities(val.pixels).numpy(), val.labels.numpy())
+    # On the model's probabilities as they are: for a best.safetensors calibrated already (a resumed run that
+    # had finished) the fit is near 1 and the product keeps the calibration.
+    fitted = fit_temperature(model.success_probabilities(val.pixels).numpy(), val.labels.numpy())
+    temperature = float(np.clip(model.info.temperature * fitted, *TEMPERATURE_BOUNDS))
     save_checkpoint(best, model.backend.pipeline.network, replace(model.info, temperature=temperature))
     log(f"calibrated on {len(val)} validation images: temperature {temperature:.3f}")
     return GraspModel.load(best, str(device))
