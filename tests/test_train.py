@@ -160,6 +160,8 @@ def test_training_on_imbalanced_data_with_each_balance_mode(tmp_path):
     for mode in ("loss", "sampler", "none"):
         result = graspcheck.train(data, epochs=1, balance=mode, val_fraction=0, test_fraction=0, out=str(tmp_path / mode), **FAST)
         assert result.history[0]["train_loss"] > 0 and result.best.is_file()
+        # Nothing held out: nothing to evaluate or report on (the log says how to evaluate elsewhere).
+        assert result.evaluation is None and not (result.run_dir / "report.html").exists()
 
 
 def test_a_separate_test_folder_is_evaluated(dataset, tmp_path):

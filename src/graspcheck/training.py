@@ -243,6 +243,8 @@ def _finish(setup: Setup, images: dict[str, DecodedImages], folder: RunFolder) -
         model = _calibrate(model, folder.best, images.get("val"), setup.device)
     split = next((name for name in ("test", "val") if name in images), None)
     if split is None:
+        log(f"no validation or test split to evaluate on, so no test_evaluation/ or report.html; evaluate on held-out "
+            f"images with 'graspcheck evaluate {folder.final} DATA', which writes its own report")
         return None
     evaluation = replace(evaluate_decoded(model, images[split]), checkpoint=str(folder.final / "weights" / "best.safetensors"))
     log(f"best checkpoint (epoch {model.info.epoch}) on the {split} split:\n  " + evaluation.report().split("\nWrongly")[0].replace("\n", "\n  "))
