@@ -133,7 +133,7 @@ class Evaluation:
         return expected_calibration_error(self.labels.numpy(), self.probabilities.numpy())
 
     def bootstrap(self, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE, seed: int = DEFAULT_SEED) -> BootstrapIntervals:
-        """Confidence intervals of accuracy, balanced accuracy, precision and recall by resampling episodes
+        """Confidence intervals of the thresholded metrics (metrics.METRIC_NAMES) by resampling episodes
         (see graspcheck.metrics.bootstrap_intervals); ``intervals`` holds the default ones, computed once."""
         episodes = [s.episode for s in self.samples]
         return bootstrap_intervals(self.labels.numpy(), self.predicted.numpy(), episodes, resamples, confidence, seed)
@@ -182,7 +182,8 @@ class Evaluation:
         """Per-class accuracy in the seed's style: 'Not success: 12/13 = 0.92'."""
         return "\n".join(f"{display_name(n)}: {c}/{t} = {_ratio(c, t):.2f}" for n, c, t in self.per_class())
 
-    def report(self) -> str:
+    def report(self, list_mistakes: bool = True) -> str:
+        """The metrics as text, the confusion matrix, and (with list_mistakes) every wrongly classified image."""
         neg, pos = self.class_names
         m = self.confusion
         corner = "true \\ predicted"
@@ -206,9 +207,10 @@ class Evaluation:
             f"  {neg:<{width}}  {m[0][0]:>{len(neg)}}  {m[0][1]:>{len(pos)}}",
             f"  {pos:<{width}}  {m[1][0]:>{len(neg)}}  {m[1][1]:>{len(pos)}}",
         ]
-        mistakes = self.mistakes()
-        lines.append(f"Wrongly classified: {len(mistakes)}")
-        lines += [f"  {s.path}  true {self.class_names[s.label]}  predicted {p}  p(success)={prob:.4f}" for s, p, prob in mistakes]
+        if list_mistakes:
+            mistakes = self.mistakes()
+            lines.append(f"Wrongly classified: {len(mistakes)}")
+            lines += [f"  {s.path}  true {self.class_names[s.label]}  predicted {p}  p(success)={prob:.4f}" for s, p, prob in mistakes]
         return "\n".join(lines)
 
     def _interval_text(self, metric: str) -> str:
@@ -301,11 +303,24 @@ def evaluate(
     test), or a run's split.csv (split picks one; default test).
     """
     model = checkpoint if isinstance(checkpoint, GraspModel) else load(checkpoint, device)
-    samples = labelled_samples(Path(data), model.class_names, split)
-    decoded = decode_images(samples, model.info.preprocess, "evaluate")
+    return evaluate_decoded(model, _decoded(model, data, split, "evaluate"), threshold)
+
+
+def _decoded(model: GraspModel, data: str | Path, split: str | None, description: str) -> DecodedImages:
+    """The labelled images of data (see evaluate), decoded at the model's input size; at least one."""
+    decoded = decode_images(labelled_samples(Path(data), model.class_names, split), model.info.preprocess, description)
     if not decoded.samples:
         raise GraspcheckError(f"no readable image in {data}: all {len(decoded.skipped)} image file(s) failed to decode (listed above)")
-    return evaluate_decoded(model, decoded, threshold)
+    return decoded
+
+
+def calibrated(model: GraspModel, images: DecodedImages) -> GraspModel:
+    """The model with a temperature fitted on labelled images, multiplied into the one it has (its logits are
+    already divided by that one; for a calibrated model the fit is near 1 and the calibration is kept), within
+    what calibration can fit. It runs the same network: nothing is saved."""
+    fitted = fit_temperature(model.success_probabilities(images.pixels).numpy(), images.labels.numpy())
+    temperature = float(np.clip(model.info.temperature * fitted, *TEMPERATURE_BOUNDS))
+    return GraspModel(model.backend.pipeline.network, replace(model.info, temperature=temperature), model.device, model.source)
 
 
 
@@ -352,19 +367,15 @@ def tune(
     if target.exists() and not overwrite:
         raise GraspcheckError(f"{target} exists; choose another --checkpoint-out or pass --overwrite")
     model = load(source, device)
-    images = decode_images(labelled_samples(Path(data), model.class_names, split), model.info.preprocess, "tune")
-    evaluation = evaluate_decoded(model, images)
-    labels = evaluation.labels.numpy()
+    images = _decoded(model, data, split, "tune")
+    labels = images.labels.numpy()
     if len(np.unique(labels)) < 2:
         raise GraspcheckError(f"tuning needs images of both classes; {data} has only {model.class_names[int(labels[0])]} images")
     if calibrate:
-        fitted = fit_temperature(evaluation.probabilities.numpy(), labels)
-        # The logits were already divided by the old temperature. The model itself then computes the
-        # probabilities the threshold is chosen on: a threshold that is one image's probability must give that
-        # image the same verdict when the tuned checkpoint runs.
-        calibrated = replace(model.info, temperature=float(np.clip(model.info.temperature * fitted, *TEMPERATURE_BOUNDS)))
-        model = GraspModel(model.backend.pipeline.network, calibrated, model.device, model.source)
-        evaluation = evaluate_decoded(model, images)
+        model = calibrated(model, images)
+    # The tuned model itself computes the probabilities the threshold is chosen on: a threshold that is one
+    # image's probability must give that image the same verdict when the tuned checkpoint runs.
+    evaluation = evaluate_decoded(model, images)
     probabilities, temperature = evaluation.probabilities.numpy(), model.info.temperature
     threshold, choice = model.info.threshold, None
     if target_precision is not None:
@@ -377,7 +388,6 @@ def tune(
                                   f"{len(labels)} images; the best reachable is {choice.best_precision:.4f} (threshold "
                                   f"{choice.best_precision_threshold:.4f}): lower --target-precision or add validation images")
         threshold = float(choice.threshold)
-    info = replace(model.info, threshold=threshold, temperature=float(temperature))
-    save_checkpoint(target, model.backend.pipeline.network, info)
-    tuned = replace(evaluation, threshold=threshold, checkpoint=str(target), temperature=float(temperature))
-    return Tuned(target, threshold, float(temperature), choice, tuned)
+    save_checkpoint(target, model.backend.pipeline.network, replace(model.info, threshold=threshold))
+    tuned = replace(evaluation, threshold=threshold, checkpoint=str(target))
+    return Tuned(target, threshold, temperature, choice, tuned)

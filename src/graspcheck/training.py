@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,8 +25,7 @@ from .console import GraspcheckError, describe_error, log, progress
 from .data import (DecodedImages, Sample, available_cores, decode_images, default_batch_workers, scan_dataset, split_by_episode,
                    torch_seed, training_batches)
 from .distributed import Group, cuda_device_of_this_process, join, leave
-from .evaluation import Evaluation, evaluate_decoded
-from .metrics import TEMPERATURE_BOUNDS, fit_temperature
+from .evaluation import Evaluation, calibrated, evaluate_decoded
 from .models import create_model, head_parameters, load_pretrained, model_entry, pretrained_config
 from .predict import GraspModel, resolve_device
 from .runs import RunFolder
@@ -240,30 +238,27 @@ def _finish(setup: Setup, images: dict[str, DecodedImages], folder: RunFolder) -
     the validation split) into test_evaluation/, and write the run's report.html."""
     model = GraspModel.load(folder.best, str(setup.device))
     if setup.config.calibrate:
-        model = _calibrate(model, folder.best, images.get("val"), setup.device)
+        model = _calibrate(model, folder.best, images.get("val"))
     split = next((name for name in ("test", "val") if name in images), None)
     if split is None:
         log(f"no validation or test split to evaluate on, so no test_evaluation/ or report.html; evaluate on held-out "
             f"images with 'graspcheck evaluate {folder.final} DATA', which writes its own report")
         return None
     evaluation = replace(evaluate_decoded(model, images[split]), checkpoint=str(folder.final / "weights" / "best.safetensors"))
-    log(f"best checkpoint (epoch {model.info.epoch}) on the {split} split:\n  " + evaluation.report().split("\nWrongly")[0].replace("\n", "\n  "))
+    log(f"best checkpoint (epoch {model.info.epoch}) on the {split} split:\n  " + evaluation.report(list_mistakes=False).replace("\n", "\n  "))
     folder.write_evaluation(evaluation, model)
     return evaluation
 
 
-def _calibrate(model: GraspModel, best: Path, val: DecodedImages | None, device: torch.device) -> GraspModel:
+def _calibrate(model: GraspModel, best: Path, val: DecodedImages | None) -> GraspModel:
     """Temperature scaling fitted on the validation split, stored in best.safetensors."""
     if val is None:
         log("--calibrate needs a validation split; best.safetensors stays uncalibrated")
         return model
-    # On the model's probabilities as they are: for a best.safetensors calibrated already (a resumed run that
-    # had finished) the fit is near 1 and the product keeps the calibration.
-    fitted = fit_temperature(model.success_probabilities(val.pixels).numpy(), val.labels.numpy())
-    temperature = float(np.clip(model.info.temperature * fitted, *TEMPERATURE_BOUNDS))
-    save_checkpoint(best, model.backend.pipeline.network, replace(model.info, temperature=temperature))
-    log(f"calibrated on {len(val)} validation images: temperature {temperature:.3f}")
-    return GraspModel.load(best, str(device))
+    model = calibrated(model, val)
+    save_checkpoint(best, model.backend.pipeline.network, model.info)
+    log(f"calibrated on {len(val)} validation images: temperature {model.info.temperature:.3f}")
+    return model
 
 
 # Starting and resuming.
