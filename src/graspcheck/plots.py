@@ -114,21 +114,15 @@ def precision_recall_figure(precision: np.ndarray, recall: np.ndarray, average_p
     return fig
 
 
-def threshold_figure(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Figure:
-    """Precision and recall of the positive class for every threshold, with the model's threshold marked."""
-    cuts = np.linspace(0, 1, 201)
-    called = scores[None, :] >= cuts[:, None]
-    positives = labels[None, :] == 1
-    true_positives = (called & positives).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = true_positives / called.sum(axis=1)
-        recall = true_positives / positives.sum(axis=1)
+def threshold_figure(precision: np.ndarray, recall: np.ndarray, thresholds: np.ndarray, threshold: float) -> Figure:
+    """Precision and recall of the positive class against the threshold (metrics.precision_recall_curve: each
+    holds from its threshold up to the next), with the model's threshold marked."""
     fig = Figure(figsize=(4.6, 3.6))
     ax = fig.subplots()
-    ax.plot(cuts, precision, label="precision")
-    ax.plot(cuts, recall, label="recall")
+    ax.step(thresholds, precision[:-1], where="post", label="precision")
+    ax.step(thresholds, recall[:-1], where="post", label="recall")
     ax.axvline(threshold, color="gray", linestyle="--", label=f"threshold {threshold:g}")
-    ax.set(xlabel="threshold on p(success)", ylabel="share", title="Precision and recall", ylim=(-0.02, 1.02))
+    ax.set(xlabel="threshold on p(success)", ylabel="share", title="Precision and recall", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig

@@ -56,11 +56,8 @@ def report(folder: str | Path) -> Path:
     if (folder / "config.json").is_file():
         evaluation_folder = folder / EVALUATION_FOLDER
         if (evaluation_folder / "predictions.csv").is_file():
-            evaluation = Evaluation.read(evaluation_folder)
-        else:
-            evaluation = evaluate_run(folder)
-            evaluation.write(evaluation_folder, report=False)
-        return write_report(folder, evaluation)
+            return write_report(folder, Evaluation.read(evaluation_folder))
+        return write_run_evaluation(folder, evaluate_run(folder))
     raise GraspcheckError(f"{folder} is neither a run folder (config.json) nor an evaluation folder (metrics.json, predictions.csv)")
 
 
@@ -78,6 +75,12 @@ def evaluate_run(run_dir: Path) -> "Evaluation":
         raise GraspcheckError(f"{run_dir} has neither a test nor a validation split to evaluate on; "
                               "run 'graspcheck evaluate RUN DATA' and report on its folder")
     return evaluate(model, run_dir / "split.csv", split=split)
+
+
+def write_run_evaluation(run_dir: Path, evaluation: "Evaluation", model: "GraspModel | None" = None) -> Path:
+    """The evaluation of a run's best checkpoint into its test_evaluation/, and the run's report.html."""
+    evaluation.write(run_dir / EVALUATION_FOLDER, model, report=False)
+    return write_report(run_dir, evaluation, model)
 
 
 def write_report(folder: str | Path, evaluation: "Evaluation", model: "GraspModel | None" = None) -> Path:
@@ -143,8 +146,8 @@ def _headline(ev: "Evaluation") -> str:
         facts.append(f"checkpoint {ev.checkpoint}")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts.append(f"graspcheck {__version__}, {generated}")
-    note = ("Intervals: percentile bootstrap over episodes (2000 resamples; all frames of a drawn episode together), "
-            "since frames of one grasp attempt are not independent evidence.")
+    note = (f"Intervals: percentile bootstrap over episodes ({ev.intervals.resamples} resamples; all frames of a drawn "
+            "episode together), since frames of one grasp attempt are not independent evidence.")
     return _section("Verdict quality", f"<p>{' &middot; '.join(_e(fact) for fact in facts)}</p>{table}<p class=note>{note}</p>")
 
 
@@ -222,7 +225,7 @@ def _confusion_and_curves(ev: "Evaluation") -> str:
 
 
 def _threshold_section(ev: "Evaluation") -> str:
-    from .metrics import threshold_for_precision
+    from .metrics import precision_recall_curve, threshold_for_precision
 
     labels, scores = ev.labels.numpy(), ev.probabilities.numpy()
     if len(np.unique(labels)) < 2:
@@ -241,7 +244,7 @@ def _threshold_section(ev: "Evaluation") -> str:
     note = ("Chosen on the images of this report: pick a threshold on validation images with "
             "<code>graspcheck evaluate MODEL DATA --split val --threshold auto --target-precision P</code>, "
             "then measure it here on held-out ones.")
-    return _section("Threshold", f"<div class=row>{_figure(threshold_figure(labels, scores, ev.threshold), 'precision and recall against the threshold')}"
+    return _section("Threshold", f"<div class=row>{_figure(threshold_figure(*precision_recall_curve(labels, scores), ev.threshold), 'precision and recall against the threshold')}"
                                  f"<div>{table}<p class=note>{note}</p></div></div>")
 
 
@@ -283,17 +286,17 @@ def attribute_breakdown(ev: "Evaluation", most_groups: int = 30) -> dict[str, li
     """Accuracy per value of each attribute in the datasets' manifests: (group, images, episodes, accuracy,
     95% interval) per group. Numeric attributes with many values are cut into quartiles; an attribute with
     more than most_groups values keeps its worst groups."""
-    from .manifest import read_attributes
     from .metrics import bootstrap_intervals
 
-    attributes = _attributes_of(ev.samples, read_attributes)
+    paths = [s.path.resolve() for s in ev.samples]
+    attributes = _attributes_of(paths)
     if not attributes:
         return {}
     labels, predicted = ev.labels.numpy(), ev.predicted.numpy()
     episodes = np.array([s.episode for s in ev.samples])
     tables = {}
     for name in sorted({key for row in attributes.values() for key in row}):
-        values = [attributes.get(s.path.resolve(), {}).get(name, "") for s in ev.samples]
+        values = [attributes.get(path, {}).get(name, "") for path in paths]
         groups = _groups(values)
         # One group per image or two (a file name, a JSON of parameters) says nothing about weak spots.
         if len(groups) < 2 or np.median([len(members) for members in groups.values()]) < 3:
@@ -310,11 +313,13 @@ def attribute_breakdown(ev: "Evaluation", most_groups: int = 30) -> dict[str, li
     return tables
 
 
-def _attributes_of(samples: Sequence, read_attributes) -> dict[Path, dict[str, str]]:
-    """The manifest attributes of each sample's image, from the manifest.csv of the dataset it lies in (the
-    folder above its class folder, or above that for a dataset with split folders)."""
+def _attributes_of(paths: Sequence[Path]) -> dict[Path, dict[str, str]]:
+    """The manifest attributes of each (resolved) image path, from the manifest.csv of the dataset it lies in
+    (the folder above its class folder, or above that for a dataset with split folders)."""
+    from .manifest import read_attributes
+
     found: dict[Path, dict[str, str]] = {}
-    roots = {parent for s in samples for parent in s.path.resolve().parents[1:3]}
+    roots = {parent for path in paths for parent in path.parents[1:3]}
     for root in roots:
         if (root / "manifest.csv").is_file():
             try:
@@ -448,14 +453,18 @@ def _image_uri(pixels: np.ndarray) -> str:
 
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _data_uri(buffer, "image/jpeg")
 
 
 def _figure(fig, alt: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img class=figure src='{uri}' alt='{_e(alt)}'>"
+    return f"<img class=figure src='{_data_uri(buffer, 'image/png')}' alt='{_e(alt)}'>"
+
+
+def _data_uri(buffer: io.BytesIO, media_type: str) -> str:
+    """The bytes written to buffer, embedded in the page: it loads nothing."""
+    return f"data:{media_type};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _section(title: str, body: str) -> str:

@@ -34,7 +34,7 @@ from .evaluation import Evaluation
 from .files import atomic_replace, atomic_write, claim_folder, discard_folder, swap_into_place, write_marker, writing
 from .plots import plot_history
 from .predict import GraspModel
-from .report import EVALUATION_FOLDER, write_report
+from .report import write_run_evaluation
 from .transforms import Preprocess
 
 RUN_KIND = "training run"
@@ -177,8 +177,7 @@ class RunFolder:
 
     def write_evaluation(self, evaluation: Evaluation, model: GraspModel) -> None:
         """The best checkpoint's evaluation (test_evaluation/) and the run's report.html."""
-        evaluation.write(self.path / EVALUATION_FOLDER, model, report=False)
-        write_report(self.path, evaluation, model)
+        write_run_evaluation(self.path, evaluation, model)
 
     def finish(self) -> None:
         """Training has ended: a replacement takes the place of the run it overwrites."""
