@@ -63,7 +63,7 @@ def saliency_maps(model: GraspModel, pixels: np.ndarray, target: str = PREDICTED
     fixed_class = None if target == PREDICTED else model.class_names.index(target)
     # The verdict divides the logits by the checkpoint's calibration temperature; the map does not depend on it
     # (it scales every log-odds gradient alike), but which class is predicted at a threshold other than 0.5 does.
-    temperature = float(getattr(backend.pipeline, "temperature", 1.0))
+    temperature = backend.pipeline.temperature  # what the verdicts run with
     maps = []
     # inference_mode(False): a caller inside torch.inference_mode() still gets gradients.
     with _left_as_it_was(network), torch.inference_mode(False), torch.enable_grad():
@@ -92,16 +92,12 @@ def feature_layer(network: nn.Module, preprocess: Preprocess, device: torch.devi
     height, width = preprocess.size
     blank = torch.zeros(1, height, width, 3, dtype=torch.uint8, device=device)
     handles = [module.register_forward_hook(record) for module in names]
-    was_training = [(module, module.training) for module in network.modules()]
     try:
-        network.eval()
-        with torch.no_grad():
+        with _left_as_it_was(network), torch.no_grad():
             network(preprocess.normalize(blank))
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in was_training:
-            module.training = training
     finished = sorted(last_output.items(), key=lambda item: item[1][0])
     convolutions = [shape for module, (_, shape) in finished
                     if isinstance(module, nn.Conv2d) and shape is not None and len(shape) == 4 and shape[2] > 1 and shape[3] > 1]
