@@ -147,3 +147,22 @@ def test_the_attributes_of_each_image_are_its_episodes_draw_and_outcome(simulate
     for values in attributes.values():
         assert list(values) == list(SIMULATED_COLUMNS[3:])
         assert values["object"] in {"sphere", "box", "cylinder", "capsule", "ellipsoid"} and float(values["object_mass"]) > 0
+
+
+def test_the_demo_simulates_again_what_another_mujoco_release_made(tmp_path, monkeypatch, capfd):
+    import importlib.metadata
+
+    from graspcheck.demo import SimulatedSet, simulated_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spec = SimulatedSet("train", per_class=1, frames=1, seed=0)
+    folder = simulated_dataset(spec, workers=1)
+    info = json.loads((folder / "simulation.json").read_text())
+    assert info["mujoco"] == importlib.metadata.version("mujoco")
+    capfd.readouterr()
+    assert simulated_dataset(spec, workers=1) == folder
+    assert "using the simulated dataset" in capfd.readouterr().err
+    (folder / "simulation.json").write_text(json.dumps({**info, "mujoco": "0.0.1"}))
+    assert simulated_dataset(spec, workers=1) == folder
+    assert "simulating 2 images" in capfd.readouterr().err
+    assert json.loads((folder / "simulation.json").read_text())["mujoco"] == info["mujoco"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from .console import log
 from .evaluation import Evaluation
 from .simulate import simulate
+from .simulate.dataset import mujoco_version
 from .training import TrainResult, train
 
 SCENE = dict(size=224, hand="adroit")
@@ -43,10 +44,13 @@ def simulated_dataset(spec: SimulatedSet, workers: int | None = None) -> Path:
     options = dict(per_class=spec.per_class, seed=spec.seed, frames=spec.frames, **SCENE)
     folder = cache_dir() / f"{spec.name}-{SCENE['hand']}-seed{spec.seed}-n{spec.per_class}-s{SCENE['size']}-f{spec.frames}"
     info = folder / "simulation.json"
-    if info.is_file() and json.loads(info.read_text())["options"] == options:
+    cached = json.loads(info.read_text()) if info.is_file() else None
+    # Made by another MuJoCo release, the same seed holds other attempts: simulated anew, so the demo's figures
+    # stay comparable with those of anyone who runs it with this release.
+    if cached is not None and cached["options"] == options and cached.get("mujoco") == mujoco_version():
         log(f"using the simulated dataset in {folder}")
         return folder
-    log(f"simulating {2 * spec.per_class} images into {folder} (once; later runs reuse it)")
+    log(f"simulating {2 * spec.per_class} images into {folder} with MuJoCo {mujoco_version()} (once; later runs reuse it)")
     simulate(folder, workers=workers, overwrite=True, **options)
     return folder
 

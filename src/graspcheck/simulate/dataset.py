@@ -4,6 +4,7 @@ and the options, never on the number of workers."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import multiprocessing
@@ -137,11 +138,18 @@ def simulate(
 
 def _write_metadata(folder: Path, rows: list[dict], summary: SimulationSummary, options: dict) -> None:
     Manifest(folder, SIMULATED_COLUMNS, rows).write()
-    info = {"options": options, "images": summary.images, "episodes": summary.episodes,
+    info = {"options": options, "mujoco": mujoco_version(), "images": summary.images, "episodes": summary.episodes,
             "accepted_episodes": summary.accepted_episodes, "success_rate": summary.success_rate, "seconds": summary.seconds}
     with atomic_write(folder / "simulation.json") as f:
         json.dump(info, f, indent=2)
     write_sample_grid(folder, rows, folder / "samples.png")
+
+
+def mujoco_version() -> str:
+    """The physics engine's version, read without importing it. A seed gives the same images only with the same
+    version: another release's contact solver can end an attempt differently (MuJoCo 4.0.0 and 4.0.1 disagree
+    on the outcome of some attempts of seed 0)."""
+    return importlib.metadata.version("mujoco")
 
 
 def write_sample_grid(root: Path, rows: list[dict], path: Path, per_class: int = 8) -> None:
