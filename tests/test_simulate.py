@@ -166,3 +166,26 @@ def test_the_demo_simulates_again_what_another_mujoco_release_made(tmp_path, mon
     assert simulated_dataset(spec, workers=1) == folder
     assert "simulating 2 images" in capfd.readouterr().err
     assert json.loads((folder / "simulation.json").read_text())["mujoco"] == info["mujoco"]
+
+
+def test_an_unwanted_outcome_is_not_rendered_and_a_sure_drop_ends_early():
+    renderer = OffscreenRenderer(48, 48)
+    try:
+        outcomes, ended_early = set(), 0
+        for index in range(12):
+            params = sample_params(0, index)
+            full = run_episode(ADROIT, params, renderer, 2)
+            outcomes.add(full.success)
+            for wanted in ((False, True), (True, False)):
+                lean = run_episode(ADROIT, params, renderer, 2, wanted)
+                assert lean.success == full.success
+                if wanted[full.success]:
+                    # Rendered after the outcome is known, from copies of the moments: the same frames.
+                    assert len(lean.frames) == 2 and all((a == b).all() for a, b in zip(lean.frames, full.frames))
+                    assert lean.manifest_fields() == full.manifest_fields()
+                else:
+                    assert lean.frames == []
+                    ended_early += not lean.frame_lifts  # stopped after the lift, before the first frame's moment
+        assert outcomes == {False, True} and ended_early >= 3
+    finally:
+        renderer.close()

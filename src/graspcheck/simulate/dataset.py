@@ -54,10 +54,10 @@ def _init_worker(hand_name: str, seed: int, size: int, frames: int) -> None:
     _worker.update(hand=HANDS[hand_name], seed=seed, frames=frames, renderer=renderer)
 
 
-def _simulate_episode(index: int) -> tuple[int, bool, dict, list[bytes]]:
+def _simulate_episode(index: int, wanted: tuple[bool, bool]) -> tuple[int, bool, dict, list[bytes]]:
     from .episode import run_episode, sample_params
 
-    result = run_episode(_worker["hand"], sample_params(_worker["seed"], index), _worker["renderer"], _worker["frames"])
+    result = run_episode(_worker["hand"], sample_params(_worker["seed"], index), _worker["renderer"], _worker["frames"], wanted)
     encoded = []
     for frame in result.frames:
         buffer = io.BytesIO()
@@ -106,8 +106,12 @@ def simulate(
                 while min(counts.values()) < per_class:
                     if episodes > MAX_EPISODES_PER_IMAGE * 2 * per_class:
                         raise GraspcheckError(f"after {episodes} episodes the classes hold {counts}; the simulation cannot balance them")
+                    # A class that is full now stays full: an episode that ends in it is not needed, so its
+                    # worker need not render it (or finish a sure drop). Known here, in index order, it
+                    # cannot depend on the number of workers.
+                    wanted = tuple(counts[name] < per_class for name in CLASS_NAMES)
                     while len(pending) < 2 * workers:
-                        pending.append(pool.apply_async(_simulate_episode, (submitted,)))
+                        pending.append(pool.apply_async(_simulate_episode, (submitted, wanted)))
                         submitted += 1
                     index, success, fields, encoded = pending.popleft().get()
                     episodes += 1

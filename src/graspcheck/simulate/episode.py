@@ -8,6 +8,7 @@ nothing else does. Camera, light, colours, textures and distractor objects are r
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ OBJECT_TYPES = ("sphere", "box", "cylinder", "capsule", "ellipsoid")
 TIMESTEP = 0.002
 SETTLE_S, APPROACH_S, DESCEND_S, CLOSE_S, LIFT_S, SHAKE_S, HOLD_S = 0.2, 0.5, 0.5, 0.6, 0.7, 0.48, 0.4
 HELD_MIN_LIFT = 0.05  # metres the object must still be above its resting height at the end
+SURELY_DROPPED_LIFT = 0.01  # below this lift after the lift move, with no hand contact, the object lies on the table
 _GEOM_TYPES = {
     "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
     "box": mujoco.mjtGeom.mjGEOM_BOX,
@@ -421,8 +423,13 @@ def _smoothstep_path(start: np.ndarray, goal: np.ndarray, seconds: float) -> np.
     return start + (goal - start) * (s * s * (3 - 2 * s))[:, None]
 
 
-def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer | None, frames: int) -> EpisodeResult:
-    """Simulate the scripted grasp; render `frames` frames spread over the time after the lift."""
+def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer | None, frames: int,
+                wanted: tuple[bool, bool] = (True, True)) -> EpisodeResult:
+    """Simulate the scripted grasp; render `frames` frames spread over the time after the lift.
+
+    wanted says whether the frames of a not_success and of a success outcome are needed (a class whose quota
+    is full needs none): an unwanted outcome is not rendered, and an unwanted drop ends as soon as it is sure,
+    an object lying on the table, untouched, when the hand has lifted. The wanted episodes are the same either way."""
     model = build_model(hand, params)
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
@@ -471,6 +478,10 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     step(int(CLOSE_S / TIMESTEP))
     lifted = grasp + [0, 0, params.lift_height]
     move_site(lifted, LIFT_S)
+    lift_now = float(xpos[object_body, 2] - rest[2])
+    if not wanted[0] and lift_now < SURELY_DROPPED_LIFT and _hand_contacts(data, object_geom, is_hand) == 0:
+        # The hand is 15-20 cm up and holds nothing: shaking and holding cannot raise the object 5 cm.
+        return EpisodeResult(params, False, lift_now, lift_now, 0, touched, [], [])
 
     # Frames are spread evenly over the hold after the shake, the last at the very end: a frame must show the
     # outcome. One taken during the shake can show an object still in the hand that falls a moment later, an
@@ -478,7 +489,8 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     after_lift = int((SHAKE_S + HOLD_S) / TIMESTEP)
     shake, hold = int(SHAKE_S / TIMESTEP), after_lift - int(SHAKE_S / TIMESTEP)
     capture = {shake + int(round(hold * (k + 1) / frames)) for k in range(frames)}
-    images: list[np.ndarray] = []
+    # The moments of the frames, rendered once the outcome says whether they are wanted.
+    snapshots: list[mujoco.MjData] = []
     frame_lifts: list[float] = []
     rest_z = rest[2]
     clock, max_lift = 0, 0.0
@@ -490,11 +502,9 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
         if clock in capture:
             frame_lifts.append(lift)
             if renderer is not None:
-                images.append(renderer.render(data, params.camera))
+                snapshots.append(copy.copy(data))
         clock += 1
 
-    if renderer is not None:
-        renderer.bind(model)
     after_step()
     for k in range(4):
         sign = 1 if k % 2 == 0 else -1
@@ -503,9 +513,14 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
         step()
         after_step()
     final_lift = float(xpos[object_body, 2] - rest_z)
+    success = final_lift > HELD_MIN_LIFT
+    images: list[np.ndarray] = []
+    if renderer is not None and wanted[success]:
+        renderer.bind(model)
+        images = [renderer.render(snapshot, params.camera) for snapshot in snapshots]
     return EpisodeResult(
         params=params,
-        success=final_lift > HELD_MIN_LIFT,
+        success=success,
         final_lift=final_lift,
         max_lift=max_lift,
         hand_contacts=_hand_contacts(data, object_geom, is_hand),
