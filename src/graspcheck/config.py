@@ -41,7 +41,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 3e-3  # of the classifier, and of the whole network when it is not pretrained
     # Of a pretrained backbone; None: lr. On the demo's development set 1e-3 made 14 mistakes in 1000 attempts
-    # (two seeds) where 3e-4 made 19 and 2e-3 16, with the lowest validation loss (benchmarks/README.md, "Recipes").
+    # with either seed, where 3e-4 made 19 and 22 and 2e-3 16, and had the lowest validation loss
+    # (benchmarks/README.md, "Choosing the recipe on the development set").
     backbone_lr: float | None = 1e-3
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.01
