@@ -69,6 +69,11 @@ class Group:
             raise outcome
         return outcome
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        if self.size > 1:
+            dist.barrier()
+
     def sync_buffers(self, module: torch.nn.Module) -> None:
         """Copy rank 0's BatchNorm statistics to all ranks, so every rank evaluates the model rank 0 saves."""
         if self.size > 1:

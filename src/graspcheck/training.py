@@ -294,6 +294,9 @@ def _process_group(config: TrainConfig) -> Iterator[tuple[Group, torch.device]]:
             device = torch.device(cuda_device_of_this_process())
             torch.cuda.set_device(device)
         yield group, device
+        # The ranks take the group down together: one that tore it down while rank 0 was still writing the
+        # evaluation and report sometimes aborted at exit ("terminate called without an active exception").
+        group.barrier()
     finally:
         leave(group)
 
