@@ -466,6 +466,11 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
 
     step(int(SETTLE_S / TIMESTEP))
     rest = xpos[object_body].copy()
+    rest_z = rest[2]
+
+    def object_lift() -> float:
+        return float(xpos[object_body, 2] - rest_z)
+
     dx, dy, dz = params.approach_offset
     # Bring the palm down onto the object's top (the grasp site hangs palm_gap below the palm).
     grasp = rest + np.array([dx, dy, params.rest_height - hand.palm_gap + dz])
@@ -478,10 +483,11 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     step(int(CLOSE_S / TIMESTEP))
     lifted = grasp + [0, 0, params.lift_height]
     move_site(lifted, LIFT_S)
-    lift_now = float(xpos[object_body, 2] - rest[2])
-    if not wanted[0] and lift_now < SURELY_DROPPED_LIFT and _hand_contacts(data, object_geom, is_hand) == 0:
+    lift = object_lift()
+    if not wanted[0] and lift < SURELY_DROPPED_LIFT and not touches():
         # The hand is 15-20 cm up and holds nothing: shaking and holding cannot raise the object 5 cm.
-        return EpisodeResult(params, False, lift_now, lift_now, 0, touched, [], [])
+        return EpisodeResult(params=params, success=False, final_lift=lift, max_lift=lift, hand_contacts=0,
+                             touched=touched, frames=[], frame_lifts=[])
 
     # Frames are spread evenly over the hold after the shake, the last at the very end: a frame must show the
     # outcome. One taken during the shake can show an object still in the hand that falls a moment later, an
@@ -492,12 +498,11 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     # The moments of the frames, rendered once the outcome says whether they are wanted.
     snapshots: list[mujoco.MjData] = []
     frame_lifts: list[float] = []
-    rest_z = rest[2]
     clock, max_lift = 0, 0.0
 
     def after_step() -> None:
         nonlocal clock, max_lift
-        lift = float(xpos[object_body, 2] - rest_z)
+        lift = object_lift()
         max_lift = max(max_lift, lift)
         if clock in capture:
             frame_lifts.append(lift)
@@ -512,7 +517,7 @@ def run_episode(hand: Hand, params: EpisodeParams, renderer: OffscreenRenderer |
     for _ in range(after_lift - clock + 1):
         step()
         after_step()
-    final_lift = float(xpos[object_body, 2] - rest_z)
+    final_lift = object_lift()
     success = final_lift > HELD_MIN_LIFT
     images: list[np.ndarray] = []
     if renderer is not None and wanted[success]:
